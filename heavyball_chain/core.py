@@ -1,0 +1,325 @@
+"""The transform contract: hyperparameters, schedules, buckets, ``chain`` and ``named_chain``.
+
+A :class:`Transform` turns a list of update tensors into another list of update tensors for one
+*bucket*: the parameters of one param group that share device, dtype and step count, so every
+inner loop is one ``torch._foreach_*`` call. It declares the hyperparameters it reads (they live
+in ``optimizer.param_groups``) and keeps per-parameter state in ``optimizer.state[p]`` under
+keys prefixed with its place in the chain.
+
+Contract of ``update(updates, bucket)``:
+
+* ``updates`` are fp32 tensors, one per parameter of the bucket. They may be the user's gradients
+  or another transform's state, so a transform never modifies them in place: it returns new
+  tensors (or the same list unchanged). A transform may return its own state tensors; whoever
+  receives them reads them only.
+* Returning ``None`` means "no parameter update this step": the rest of the chain is skipped
+  (ADOPT's first two steps, gradient accumulation, a skipped non-finite step).
+* Only transforms whose job it is (``*_apply``, ``schedule_free``) write the parameters.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+
+__all__ = [
+    "Hyper",
+    "Schedule",
+    "Bucket",
+    "Transform",
+    "Chain",
+    "chain",
+    "named_chain",
+    "resolve",
+    "schedule_hyperparams",
+]
+
+
+# --------------------------------------------------------------------------- hyperparameters
+
+
+@dataclass(frozen=True)
+class Hyper:
+    """A hyperparameter a transform reads from its param group: a default and a validity check.
+
+    ``check(value)`` returns ``None`` when the value is valid and otherwise a short description of
+    what was expected (it is only applied to numbers; schedules are checked when evaluated).
+    """
+
+    default: Any
+    check: Callable[[Any], str | None] | None = None
+
+    def validate(self, name: str, value: Any) -> None:
+        if self.check is None or _has_schedule(value):
+            return
+        expected = self.check(value)
+        if expected is not None:
+            raise ValueError(f"{name}: expected {expected}, got {value!r}")
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def non_negative(v: Any) -> str | None:
+    return None if _is_number(v) and v >= 0 else "a finite number >= 0"
+
+
+def positive(v: Any) -> str | None:
+    return None if _is_number(v) and v > 0 else "a finite number > 0"
+
+
+def non_negative_int(v: Any) -> str | None:
+    return None if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else "an integer >= 0"
+
+
+def unit_interval(v: Any) -> str | None:
+    return None if _is_number(v) and 0 <= v < 1 else "a number in [0, 1)"
+
+
+def betas_pair(v: Any) -> str | None:
+    expected = "a pair (beta1, beta2) of numbers in [0, 1)"
+    if not isinstance(v, (tuple, list)) or len(v) != 2:
+        return expected
+    ok = all(isinstance(b, Schedule) or callable(b) or unit_interval(b) is None for b in v)
+    return None if ok else expected
+
+
+# --------------------------------------------------------------------------- schedules
+
+
+class Schedule:
+    """A hyperparameter value that is a function of the step (``t`` counts from 1).
+
+    Any callable ``f(t)`` is accepted wherever a number is; subclass ``Schedule`` when the value
+    also depends on other hyperparameters of the group, and declare those in ``hyperparams`` so
+    they appear in ``param_groups`` (e.g. :func:`palm_beta2` reads ``beta2_scale``).
+    """
+
+    hyperparams: dict[str, Hyper] = {}
+
+    def at(self, step: int, group: dict) -> Any:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def __call__(self, step: int) -> Any:
+        return self.at(step, {k: h.default for k, h in self.hyperparams.items()})
+
+
+def _has_schedule(value: Any) -> bool:
+    if isinstance(value, (tuple, list)):
+        return any(_has_schedule(v) for v in value)
+    return isinstance(value, Schedule) or callable(value)
+
+
+def resolve(value: Any, step: int, group: dict) -> Any:
+    """Evaluate ``value`` at ``step``: numbers pass through, schedules are called, tuples recurse."""
+    if isinstance(value, Schedule):
+        return value.at(step, group)
+    if isinstance(value, (tuple, list)):
+        return type(value)(resolve(v, step, group) for v in value)
+    if callable(value):
+        return value(step)
+    return value
+
+
+def schedule_hyperparams(value: Any) -> dict[str, Hyper]:
+    """The hyperparameters declared by the schedules inside ``value`` (a number, schedule or tuple)."""
+    if isinstance(value, (tuple, list)):
+        out: dict[str, Hyper] = {}
+        for v in value:
+            _merge_into(out, schedule_hyperparams(v), "a schedule")
+        return out
+    if isinstance(value, Schedule):
+        return dict(value.hyperparams)
+    return {}
+
+
+def _merge_into(into: dict[str, Hyper], new: dict[str, Hyper], who: str) -> None:
+    for name, hyper in new.items():
+        old = into.get(name)
+        if old is not None and not _same_default(old.default, hyper.default):
+            raise ValueError(
+                f"hyperparameter {name!r} is declared with default {old.default!r} and, by {who}, "
+                f"with default {hyper.default!r}; give both transforms the same default"
+            )
+        into.setdefault(name, hyper)
+
+
+def _same_default(a: Any, b: Any) -> bool:
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        return len(a) == len(b) and all(_same_default(x, y) for x, y in zip(a, b))
+    try:
+        return bool(a == b)
+    except Exception:  # e.g. tensors: only the same object is the same default
+        return a is b
+
+
+# --------------------------------------------------------------------------- buckets
+
+
+@dataclass
+class Bucket:
+    """The parameters of one param group that share device, dtype and step, seen by one transform.
+
+    ``states[i]`` is ``optimizer.state[params[i]]``; a transform reaches its own entries through
+    :meth:`state` / :meth:`init_state`, which prefix field names with the transform's place in the
+    chain (``prefix``), so two transforms never collide.
+    """
+
+    params: list[torch.Tensor]
+    grads: list[torch.Tensor]
+    states: list[dict]
+    group: dict
+    step: int
+    prefix: str = ""
+    extra: dict = field(default_factory=dict)  # per-step scratch shared along the chain
+
+    def child(self, name: str) -> "Bucket":
+        return Bucket(self.params, self.grads, self.states, self.group, self.step,
+                      f"{self.prefix}{name}/", self.extra)
+
+    def key(self, name: str) -> str:
+        return self.prefix + name
+
+    def hp(self, name: str, step: int | None = None) -> Any:
+        """The value of hyperparameter ``name`` for this group, schedules evaluated at ``step``."""
+        return resolve(self.group[name], self.step if step is None else step, self.group)
+
+    def state(self, name: str) -> list[torch.Tensor]:
+        key = self.prefix + name
+        return [s[key] for s in self.states]
+
+    def set_state(self, name: str, values: Sequence[Any]) -> None:
+        key = self.prefix + name
+        for s, v in zip(self.states, values):
+            s[key] = v
+
+    def init_state(self, name: str, make: Callable[[torch.Tensor], Any]) -> None:
+        """Create ``name`` for every parameter that does not have it yet: ``make(param)``."""
+        key = self.prefix + name
+        for p, s in zip(self.params, self.states):
+            if key not in s:
+                s[key] = make(p)
+
+    def params_fp32(self) -> list[torch.Tensor]:
+        """The parameters as fp32 tensors (the parameters themselves when they are fp32)."""
+        return [p if p.dtype == torch.float32 else p.float() for p in self.params]
+
+
+def zeros_fp32(p: torch.Tensor) -> torch.Tensor:
+    return torch.zeros_like(p, dtype=torch.float32, memory_format=torch.preserve_format)
+
+
+# --------------------------------------------------------------------------- transforms
+
+
+class Transform:
+    """Base class of every transform. Subclasses set ``hyperparams`` and override what they need.
+
+    * ``hyperparams``: names read from the param group, with defaults and checks.
+    * ``init(bucket)``: create per-parameter state (called once, before a parameter's first update).
+    * ``update(updates, bucket)``: return the new updates, or ``None`` to skip the rest of the chain.
+    * ``state_bytes(p)``: bytes of state this transform keeps for parameter ``p``.
+    * ``writes_params``: True for the transforms that write parameters.
+    """
+
+    name: str = "transform"
+    hyperparams: dict[str, Hyper] = {}
+    writes_params: bool = False
+
+    def declared(self) -> dict[str, Hyper]:
+        """Own hyperparameters plus those of schedules used as defaults."""
+        out = dict(self.hyperparams)
+        for h in self.hyperparams.values():
+            _merge_into(out, schedule_hyperparams(h.default), self.name)
+        return out
+
+    def init(self, bucket: Bucket) -> None:
+        pass
+
+    def update(self, updates: list[torch.Tensor], bucket: Bucket) -> list[torch.Tensor] | None:
+        raise NotImplementedError
+
+    def state_bytes(self, p: torch.Tensor) -> int:
+        return 0
+
+    def children(self) -> list[tuple[str, "Transform"]]:
+        return []
+
+    def __repr__(self) -> str:
+        return f"{self.name}({', '.join(self.hyperparams)})"
+
+
+class Chain(Transform):
+    """Transforms applied in order; each child's state lives under its name (position or given)."""
+
+    name = "chain"
+
+    def __init__(self, named: Iterable[tuple[str, Transform]]):
+        self._children = list(named)
+        names = [n for n, _ in self._children]
+        if len(set(names)) != len(names):
+            raise ValueError(f"named_chain: names must be unique, got {names}")
+        for n, t in self._children:
+            if not isinstance(t, Transform):
+                raise TypeError(f"chain: expected Transform instances, got {type(t).__name__} for {n!r}")
+            if "/" in n:
+                raise ValueError(f"named_chain: a name may not contain '/', got {n!r}")
+        declared: dict[str, Hyper] = {}
+        for n, t in self._children:
+            _merge_into(declared, t.declared(), f"{t.name} ({n!r})")
+        self.hyperparams = declared
+        self.writes_params = any(t.writes_params for _, t in self._children)
+
+    def declared(self) -> dict[str, Hyper]:
+        return dict(self.hyperparams)
+
+    def children(self) -> list[tuple[str, Transform]]:
+        return list(self._children)
+
+    def init(self, bucket: Bucket) -> None:
+        for n, t in self._children:
+            t.init(bucket.child(n))
+
+    def update(self, updates, bucket):
+        for n, t in self._children:
+            updates = t.update(updates, bucket.child(n))
+            if updates is None:
+                return None
+        return updates
+
+    def state_bytes(self, p: torch.Tensor) -> int:
+        return sum(t.state_bytes(p) for _, t in self._children)
+
+    def __repr__(self) -> str:
+        if not self._children:
+            return "chain()"
+        lines = [f"  {n}: {t!r}".replace("\n", "\n  ") for n, t in self._children]
+        return "chain(\n" + "\n".join(lines) + "\n)"
+
+
+def chain(*transforms: Transform) -> Chain:
+    """Compose transforms left to right: ``chain(a, b)(g) = b(a(g))``.
+
+    ``chain()`` is the identity. Unnamed nested chains are flattened, so
+    ``chain(a, chain(b, c))`` and ``chain(chain(a, b), c)`` are the same chain, state keys included.
+    """
+    flat: list[Transform] = []
+    for t in transforms:
+        if type(t) is _PositionalChain:
+            flat.extend(c for _, c in t.children())
+        else:
+            flat.append(t)
+    return _PositionalChain((str(i), t) for i, t in enumerate(flat))
+
+
+class _PositionalChain(Chain):
+    """A chain built by :func:`chain`: children are keyed by position."""
+
+
+def named_chain(*named: tuple[str, Transform]) -> Chain:
+    """Like :func:`chain`, with each transform's state stored under the given name."""
+    return Chain(named)

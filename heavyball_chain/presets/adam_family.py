@@ -1,0 +1,58 @@
+"""ForeachAdamW, ForeachLaProp, ForeachADOPT: HeavyBall 0.8.1's names, arguments and defaults.
+
+Each is one moment transform followed by the same three steps; only the first line differs.
+"""
+
+from __future__ import annotations
+
+from ..core import Transform, named_chain
+from ..optimizer import ChainOptimizer
+from ..transforms import (
+    add_decayed_weights,
+    scale_by_adam,
+    scale_by_adopt,
+    scale_by_laprop,
+    scale_by_learning_rate,
+    stochastic_round_apply,
+)
+
+__all__ = ["ForeachAdamW", "ForeachLaProp", "ForeachADOPT", "decoupled"]
+
+
+def decoupled(moments: Transform):
+    """``moments`` -> decoupled weight decay -> -lr (with warmup) -> add to params (bf16-safe)."""
+    return named_chain(
+        ("moments", moments),
+        ("decay", add_decayed_weights()),
+        ("lr", scale_by_learning_rate()),
+        ("apply", stochastic_round_apply()),
+    )
+
+
+class _AdamFamily(ChainOptimizer):
+    moments: type[Transform]
+
+    def __init__(self, params, lr=0.0025, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.0, warmup_steps=0):
+        super().__init__(params, decoupled(self.moments()), lr=lr, betas=betas, eps=eps,
+                         weight_decay=weight_decay, warmup_steps=warmup_steps)
+
+
+class ForeachAdamW(_AdamFamily):
+    """AdamW: ``p = p (1 - lr wd) - lr m / max(sqrt(v), eps)`` with debiased betas.
+
+    eps clamps the denominator (torch.optim.AdamW adds it: ``m̂ / (sqrt(v̂) + eps)``).
+    """
+
+    moments = scale_by_adam
+
+
+class ForeachLaProp(_AdamFamily):
+    """LaProp: momentum of the normalised gradient, ``p = p (1 - lr wd) - lr m``."""
+
+    moments = scale_by_laprop
+
+
+class ForeachADOPT(_AdamFamily):
+    """ADOPT as HeavyBall 0.8.1 runs it: the update at step t is the momentum of step t-1."""
+
+    moments = scale_by_adopt

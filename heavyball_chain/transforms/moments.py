@@ -1,0 +1,142 @@
+"""Adam-family moment transforms in HeavyBall's debiased-beta ("inplace EMA") form.
+
+With ``b̂(b, t) = 1 - (1 - b) / (1 - b^t)`` the EMA ``m_t = b̂ m_{t-1} + (1 - b̂) g_t`` (from
+``m_0 = 0``) equals Adam's bias-corrected ``m_t / (1 - b^t)`` exactly, with no extra division
+later; ``b̂(b, 1) = 0``, so the first step copies its input. The denominator clamps rather than
+adds eps: ``denom = max(sqrt(v), eps)``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..core import Bucket, Hyper, Transform, betas_pair, positive, zeros_fp32
+
+__all__ = ["beta_debias", "scale_by_adam", "scale_by_laprop", "scale_by_adopt"]
+
+
+def beta_debias(beta: float, step: int) -> float:
+    """``b̂(b, t) = 1 - (1 - b) / (1 - b^t)``: the EMA weight that makes an EMA bias-free."""
+    return 1 - (1 - beta) / (1 - beta**step)
+
+
+def _ema_sq_(v: list[torch.Tensor], g: list[torch.Tensor], beta: float) -> None:
+    """``v = beta v + (1 - beta) g²`` in place."""
+    torch._foreach_mul_(v, beta)
+    torch._foreach_addcmul_(v, g, g, value=1 - beta)
+
+
+def _denominator(v: list[torch.Tensor], eps: float) -> list[torch.Tensor]:
+    """``max(sqrt(v), eps)`` as new tensors."""
+    denom = torch._foreach_sqrt(v)
+    torch._foreach_maximum_(denom, eps)
+    return denom
+
+
+def _moment_hyperparams(betas, eps) -> dict[str, Hyper]:
+    return {"betas": Hyper(tuple(betas), betas_pair), "eps": Hyper(eps, positive)}
+
+
+def _fp32_bytes(p: torch.Tensor, buffers: int) -> int:
+    return 4 * p.numel() * buffers
+
+
+class scale_by_adam(Transform):  # noqa: N801 - optax-style transform name
+    """Adam (Kingma & Ba 2015, arXiv 1412.6980) with debiased betas:
+
+        m = lerp(m, g, 1 - b̂1(t));  v = b̂2(t) v + (1 - b̂2(t)) g²;  u = m / max(sqrt(v), eps)
+
+    Reads ``betas`` and ``eps`` from the param group. State: ``exp_avg``, ``exp_avg_sq`` (fp32).
+    """
+
+    name = "scale_by_adam"
+
+    def __init__(self, betas=(0.9, 0.99), eps: float = 1e-8):
+        self.hyperparams = _moment_hyperparams(betas, eps)
+
+    def init(self, bucket: Bucket) -> None:
+        bucket.init_state("exp_avg", zeros_fp32)
+        bucket.init_state("exp_avg_sq", zeros_fp32)
+
+    def update(self, updates, bucket):
+        b1, b2 = bucket.hp("betas")
+        m, v = bucket.state("exp_avg"), bucket.state("exp_avg_sq")
+        torch._foreach_lerp_(m, updates, 1 - beta_debias(b1, bucket.step))
+        _ema_sq_(v, updates, beta_debias(b2, bucket.step))
+        denom = _denominator(v, bucket.hp("eps"))
+        return torch._foreach_div(m, denom)
+
+    def state_bytes(self, p):
+        return _fp32_bytes(p, 2)
+
+
+class scale_by_laprop(Transform):  # noqa: N801
+    """LaProp (Ziyin et al. 2020, arXiv 2002.04839): normalise first, then take momentum:
+
+        v = b̂2(t) v + (1 - b̂2(t)) g²;  m = b̂1(t) m + (1 - b̂1(t)) g / max(sqrt(v), eps);  u = m
+
+    Reads ``betas`` and ``eps``. State: ``exp_avg``, ``exp_avg_sq`` (fp32).
+    """
+
+    name = "scale_by_laprop"
+
+    def __init__(self, betas=(0.9, 0.99), eps: float = 1e-8):
+        self.hyperparams = _moment_hyperparams(betas, eps)
+
+    def init(self, bucket: Bucket) -> None:
+        bucket.init_state("exp_avg", zeros_fp32)
+        bucket.init_state("exp_avg_sq", zeros_fp32)
+
+    def update(self, updates, bucket):
+        b1, b2 = bucket.hp("betas")
+        m, v = bucket.state("exp_avg"), bucket.state("exp_avg_sq")
+        _ema_sq_(v, updates, beta_debias(b2, bucket.step))
+        denom = _denominator(v, bucket.hp("eps"))
+        b1 = beta_debias(b1, bucket.step)
+        torch._foreach_mul_(m, b1)
+        torch._foreach_addcdiv_(m, updates, denom, value=1 - b1)
+        return m
+
+    def state_bytes(self, p):
+        return _fp32_bytes(p, 2)
+
+
+class scale_by_adopt(Transform):  # noqa: N801
+    """ADOPT (Taniguchi et al. 2024, arXiv 2411.02853) as HeavyBall 0.8.1 runs it, one step late.
+
+    The gradient is normalised by the *previous* second moment, so v never sees the gradient it
+    divides. At t = 1 only ``v = g²``; at t = 2 ``m = g / max(sqrt(v), eps)``; from t = 3 the
+    output is the previous ``m`` and then
+
+        m = b̂1(t-1) m + (1 - b̂1(t-1)) g / max(sqrt(v_prev), eps)
+
+    At every t, v is updated last: ``v = b̂2(t) v + (1 - b̂2(t)) g²``. Steps 1 and 2 return
+    ``None`` (no parameter update, no weight decay). Reads ``betas`` and ``eps``.
+    """
+
+    name = "scale_by_adopt"
+
+    def __init__(self, betas=(0.9, 0.99), eps: float = 1e-8):
+        self.hyperparams = _moment_hyperparams(betas, eps)
+
+    def init(self, bucket: Bucket) -> None:
+        bucket.init_state("exp_avg", zeros_fp32)
+        bucket.init_state("exp_avg_sq", zeros_fp32)
+
+    def update(self, updates, bucket):
+        b1, b2 = bucket.hp("betas")
+        t = bucket.step
+        m, v = bucket.state("exp_avg"), bucket.state("exp_avg_sq")
+        out = None
+        if t > 1:
+            b1 = beta_debias(b1, t - 1)
+            denom = _denominator(v, bucket.hp("eps"))
+            new_m = torch._foreach_mul(m, b1)  # a fresh buffer: the old m is this step's output
+            torch._foreach_addcdiv_(new_m, updates, denom, value=1 - b1)
+            bucket.set_state("exp_avg", new_m)
+            out = m if t > 2 else None
+        _ema_sq_(v, updates, beta_debias(b2, t))
+        return out
+
+    def state_bytes(self, p):
+        return _fp32_bytes(p, 2)

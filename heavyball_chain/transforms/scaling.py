@@ -1,0 +1,52 @@
+"""Transforms that scale or shift updates: decoupled weight decay and the learning rate."""
+
+from __future__ import annotations
+
+import torch
+
+from ..core import Hyper, Transform, non_negative, non_negative_int
+
+__all__ = ["add_decayed_weights", "scale_by_learning_rate"]
+
+
+class add_decayed_weights(Transform):  # noqa: N801 - optax-style transform name
+    """Decoupled weight decay (Loshchilov & Hutter 2019, arXiv 1711.05101): ``u = u + wd * p``.
+
+    Followed by ``scale_by_learning_rate`` this is ``p = p (1 - lr wd) - lr u``: weights shrink.
+    (HeavyBall 0.8.1 passes a negative step size to its decay and multiplies by ``1 + lr wd``.)
+    Reads ``weight_decay``.
+    """
+
+    name = "add_decayed_weights"
+
+    def __init__(self, weight_decay: float = 0.0):
+        self.hyperparams = {"weight_decay": Hyper(weight_decay, non_negative)}
+
+    def update(self, updates, bucket):
+        wd = bucket.hp("weight_decay")
+        if wd == 0:
+            return updates
+        return torch._foreach_add(updates, bucket.params_fp32(), alpha=wd)
+
+
+class scale_by_learning_rate(Transform):  # noqa: N801
+    """``u = -lr_t u`` with linear warmup ``lr_t = lr * min(t / warmup_steps, 1)``.
+
+    ``warmup_steps=0`` means no warmup (HeavyBall 0.8.1 divides by zero there). The sign makes
+    the output an update to *add* to the parameters, as in optax. Reads ``lr``, ``warmup_steps``.
+    """
+
+    name = "scale_by_learning_rate"
+
+    def __init__(self, lr: float = 1e-3, warmup_steps: int = 0):
+        self.hyperparams = {
+            "lr": Hyper(lr, non_negative),
+            "warmup_steps": Hyper(warmup_steps, non_negative_int),
+        }
+
+    def update(self, updates, bucket):
+        lr = bucket.hp("lr")
+        warmup = bucket.hp("warmup_steps")
+        if warmup > 0:
+            lr = lr * min(bucket.step / warmup, 1)
+        return torch._foreach_mul(updates, -lr)

@@ -1,0 +1,60 @@
+import os
+
+import pytest
+import torch
+from hypothesis import HealthCheck, settings
+
+import heavyball_chain as hc
+
+settings.register_profile(
+    "ci", max_examples=25, deadline=None, derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("dev", max_examples=200, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+PRESETS = [getattr(hc.presets, name) for name in hc.presets.__all__]
+
+
+class Net(torch.nn.Module):
+    """1-D, 2-D and 4-D parameters: a conv, a linear layer and their biases."""
+
+    def __init__(self, dtype=torch.float32):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(2, 3, 3)
+        self.fc = torch.nn.Linear(3 * 4 * 4, 5)
+        self.to(dtype)
+
+    def forward(self, x):
+        return self.fc(torch.tanh(self.conv(x)).flatten(1))
+
+
+def make_net(seed=0, dtype=torch.float32):
+    torch.manual_seed(seed)
+    return Net(dtype)
+
+
+def batch(step, dtype=torch.float32):
+    g = torch.Generator().manual_seed(1000 + step)
+    x = torch.randn(8, 2, 6, 6, generator=g).to(dtype)
+    y = torch.randn(8, 5, generator=g).to(dtype)
+    return x, y
+
+
+def train(model, opt, steps, start=0):
+    """Run ``steps`` steps on deterministic batches; return the last loss."""
+    loss = None
+    for i in range(start, start + steps):
+        x, y = batch(i, next(model.parameters()).dtype)
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(x).float(), y.float())
+        loss.backward()
+        opt.step()
+    return loss.item()
+
+
+@pytest.fixture(params=PRESETS, ids=lambda c: c.__name__)
+def preset(request):
+    return request.param
