@@ -249,6 +249,15 @@ class Transform:
     def children(self) -> list[tuple[str, "Transform"]]:
         return []
 
+    def walk(self, bucket: Bucket) -> Iterable[tuple["Transform", Bucket]]:
+        """This transform and every transform inside it, each with the bucket it sees.
+
+        Wrappers that give an inner transform a different view (a subset of the parameters, a
+        prefix) override this so that whole-optimizer operations (``train()``/``eval()``,
+        swapping in averaged weights) reach the inner transform with the right state keys.
+        """
+        yield self, bucket
+
     def __repr__(self) -> str:
         return f"{self.name}({', '.join(self.hyperparams)})"
 
@@ -283,6 +292,11 @@ class Chain(Transform):
     def init(self, bucket: Bucket) -> None:
         for n, t in self._children:
             t.init(bucket.child(n))
+
+    def walk(self, bucket):
+        yield self, bucket
+        for n, t in self._children:
+            yield from t.walk(bucket.child(n))
 
     def update(self, updates, bucket):
         for n, t in self._children:

@@ -91,14 +91,18 @@ class ChainOptimizer(torch.optim.Optimizer):
 
     # ------------------------------------------------------------------ step
 
-    def _buckets(self, group: dict) -> Iterable[Bucket]:
+    def _buckets(self, group: dict, stepping: bool = True) -> Iterable[Bucket]:
+        """Buckets of the group: with ``stepping``, the parameters with a gradient, at their next
+        step; otherwise the parameters that have state, at their last step."""
         split: dict[tuple, list[torch.Tensor]] = defaultdict(list)
         for p in group["params"]:
-            g = p.grad
-            if g is None:
+            if stepping:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise ValueError("params: sparse gradients are not supported; use a dense embedding")
+            elif "step" not in self.state.get(p, ()):
                 continue
-            if g.is_sparse:
-                raise ValueError("params: sparse gradients are not supported; use a dense embedding")
             split[(p.device, p.dtype, self.state[p].get("step", 0))].append(p)
         for (_, _, step), params in split.items():
             yield Bucket(
@@ -106,8 +110,20 @@ class ChainOptimizer(torch.optim.Optimizer):
                 grads=[p.grad for p in params],
                 states=[self.state[p] for p in params],
                 group=group,
-                step=step + 1,
+                step=step + 1 if stepping else step,
             )
+
+    @torch.no_grad()
+    def visit(self, method: str, *args: Any) -> None:
+        """Call ``transform.<method>(bucket, *args)`` on every transform of the chain that defines
+        it, for every bucket of parameters that have state (at their last step). This is how
+        whole-optimizer operations such as ``train()``/``eval()`` reach the transforms."""
+        for group in self.param_groups:
+            for root in self._buckets(group, stepping=False):
+                for t, bucket in self.transform.walk(root):
+                    fn = getattr(t, method, None)
+                    if callable(fn):
+                        fn(bucket, *args)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
