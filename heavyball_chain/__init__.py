@@ -3,7 +3,7 @@
 from . import transforms
 from .core import Bucket, Hyper, Schedule, Transform, chain, named_chain
 from .optimizer import ChainOptimizer
-from .presets import ForeachADOPT, ForeachAdamW, ForeachLaProp
+from .presets import ForeachADOPT, ForeachAdamW, ForeachLaProp, ForeachSFAdamW, PaLMForeachSFAdamW
 
 __version__ = "0.1.0"
 
@@ -13,7 +13,9 @@ __all__ = [
     "ForeachADOPT",
     "ForeachAdamW",
     "ForeachLaProp",
+    "ForeachSFAdamW",
     "Hyper",
+    "PaLMForeachSFAdamW",
     "Schedule",
     "Transform",
     "chain",

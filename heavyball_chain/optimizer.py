@@ -53,14 +53,14 @@ class ChainOptimizer(torch.optim.Optimizer):
                 "stochastic_round_apply() or apply_updates()"
             )
         declared = transform.declared()
+        for name, value in hyperparameters.items():  # schedules given as values may read more names
+            _merge_into(declared, schedule_hyperparams(value), f"the schedule given for {name!r}")
         unknown = sorted(set(hyperparameters) - set(declared))
         if unknown:
             raise TypeError(
                 f"unknown hyperparameter{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
                 f"this chain reads {sorted(declared)}"
             )
-        for name, value in hyperparameters.items():
-            _merge_into(declared, schedule_hyperparams(value), f"the schedule given for {name!r}")
         self.transform = transform
         self._hyperparams: dict[str, Hyper] = declared
         defaults = {name: h.default for name, h in declared.items()}
@@ -140,6 +140,17 @@ class ChainOptimizer(torch.optim.Optimizer):
                 for s in bucket.states:
                     s["step"] = bucket.step
         return loss
+
+    def train(self, mode: bool = True) -> "ChainOptimizer":
+        """Parameters in their training form (schedule-free: y). A no-op for chains whose
+        transforms have no train/eval forms. ``train(False)`` is ``eval()``."""
+        self.visit("train" if mode else "eval")
+        return self
+
+    def eval(self) -> "ChainOptimizer":
+        """Parameters in their evaluation form (schedule-free: the average x); ``step()`` then
+        raises until ``train()``. Save a model in eval mode to keep x."""
+        return self.train(False)
 
     # ------------------------------------------------------------------ state
 

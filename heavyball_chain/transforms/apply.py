@@ -1,4 +1,4 @@
-"""Transforms that write the parameters: ``p = p + u``."""
+"""Transforms that write the parameters: ``p = p + u``, and the fp32 -> parameter write-back they share."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import torch
 
 from ..core import Bucket, Transform
 
-__all__ = ["apply_updates", "stochastic_round_apply", "stochastic_round_"]
+__all__ = ["apply_updates", "stochastic_round_apply", "stochastic_round_", "StochasticWriter"]
 
 _MIX = 0x9E3779B97F4A7C15  # odd 64-bit constant (golden ratio) to spread seeds
 _MASK = (1 << 63) - 1
@@ -26,14 +26,42 @@ def stochastic_round_(target: torch.Tensor, source: torch.Tensor, generator: tor
     target.copy_(noise.view(torch.float32))
 
 
-def _add_fp32(bucket: Bucket, updates: list[torch.Tensor]) -> tuple[list, list]:
-    """Split the bucket into fp32 parameters (updated in place) and the rest (returned as fp32 sums)."""
-    if bucket.params[0].dtype == torch.float32:  # a bucket has one dtype
-        torch._foreach_add_(bucket.params, updates)
-        return [], []
-    p32 = [p.float() for p in bucket.params]
-    torch._foreach_add_(p32, updates)
-    return bucket.params, p32
+class StochasticWriter:
+    """Writes fp32 values into a bucket's parameters: fp32 parameters are updated in place by the
+    caller (``bucket.params_fp32()`` returns them), bf16 ones by stochastic rounding, others
+    (fp16) by round-to-nearest.
+
+    The random bits come from a generator seeded by a per-parameter ``seed`` kept in the state
+    (set at init from ``seed`` and the order in which parameters are first seen), the step and a
+    ``stream`` number, so a resumed run draws the same bits and two writes of one step (a
+    schedule-free step and a following ``eval()``) draw different ones.
+    """
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+        self._count = 0
+
+    def _next_seed(self, _p) -> int:
+        self._count += 1
+        return (self.seed * _MIX + self._count) & _MASK
+
+    def init(self, bucket: Bucket) -> None:
+        if bucket.params[0].dtype == torch.bfloat16:
+            bucket.init_state("seed", self._next_seed)
+
+    def write(self, bucket: Bucket, values: list[torch.Tensor], stream: int = 0) -> None:
+        dtype = bucket.params[0].dtype
+        if dtype == torch.float32:
+            return  # ``values`` are the parameters themselves, already updated
+        if dtype != torch.bfloat16:
+            for p, v in zip(bucket.params, values):
+                p.copy_(v)
+            return
+        gen = torch.Generator(device=bucket.params[0].device)
+        seed = bucket.states[0][bucket.key("seed")]
+        gen.manual_seed((seed * _MIX + 4 * bucket.step + stream) & _MASK)
+        for p, v in zip(bucket.params, values):
+            stochastic_round_(p, v, gen)
 
 
 class apply_updates(Transform):  # noqa: N801 - optax-style transform name
@@ -43,48 +71,33 @@ class apply_updates(Transform):  # noqa: N801 - optax-style transform name
     writes_params = True
 
     def update(self, updates, bucket):
-        targets, sums = _add_fp32(bucket, updates)
-        for p, s in zip(targets, sums):
-            p.copy_(s)
+        p32 = bucket.params_fp32()
+        torch._foreach_add_(p32, updates)
+        if p32[0] is not bucket.params[0]:
+            for p, v in zip(bucket.params, p32):
+                p.copy_(v)
         return updates
 
 
 class stochastic_round_apply(Transform):  # noqa: N801
     """``p = p + u`` in fp32, written back to bf16 parameters by stochastic rounding.
 
-    fp32 parameters get a plain in-place add. For bf16, round-to-nearest would drop every update
+    fp32 parameters get a plain in-place add. For bf16, round-to-nearest drops every update
     smaller than half a bf16 ulp (about 0.4% of the weight); stochastic rounding keeps them in
-    expectation. The random bits come from a generator seeded by the parameter's ``seed`` (kept
-    in its state, set at init from ``seed`` and the parameter's order) and the step, so a resumed
-    run draws the same bits. Other low-precision dtypes (fp16) get round-to-nearest.
+    expectation (see :class:`StochasticWriter` for the random bits). fp16 gets round-to-nearest.
     """
 
     name = "stochastic_round_apply"
     writes_params = True
 
     def __init__(self, seed: int = 0):
-        self.seed = seed
-        self._count = 0
+        self.writer = StochasticWriter(seed)
 
     def init(self, bucket: Bucket) -> None:
-        if bucket.params[0].dtype != torch.bfloat16:
-            return
-        for s in bucket.states:
-            key = bucket.key("seed")
-            if key not in s:
-                s[key] = (self.seed * _MIX + self._count) & _MASK
-                self._count += 1
+        self.writer.init(bucket)
 
     def update(self, updates, bucket):
-        targets, sums = _add_fp32(bucket, updates)
-        if not targets:
-            return updates
-        if targets[0].dtype != torch.bfloat16:
-            for p, s in zip(targets, sums):
-                p.copy_(s)
-            return updates
-        gen = torch.Generator(device=targets[0].device)
-        gen.manual_seed((bucket.states[0][bucket.key("seed")] * _MIX + bucket.step) & _MASK)
-        for p, s in zip(targets, sums):
-            stochastic_round_(p, s, gen)
+        p32 = bucket.params_fp32()
+        torch._foreach_add_(p32, updates)
+        self.writer.write(bucket, p32)
         return updates

@@ -12,7 +12,7 @@ import torch
 
 from ..core import Bucket, Hyper, Transform, betas_pair, positive, zeros_fp32
 
-__all__ = ["beta_debias", "scale_by_adam", "scale_by_laprop", "scale_by_adopt"]
+__all__ = ["beta_debias", "scale_by_adam", "scale_by_laprop", "scale_by_adopt", "scale_by_rms"]
 
 
 def beta_debias(beta: float, step: int) -> float:
@@ -140,3 +140,29 @@ class scale_by_adopt(Transform):  # noqa: N801
 
     def state_bytes(self, p):
         return _fp32_bytes(p, 2)
+
+
+class scale_by_rms(Transform):  # noqa: N801
+    """RMSProp-style normalisation (Tieleman & Hinton 2012) with a debiased second moment:
+
+        v = b̂2(t) v + (1 - b̂2(t)) g²;  u = g / max(sqrt(v), eps)
+
+    The preconditioner of schedule-free AdamW (it takes no momentum; schedule_free averages).
+    Reads ``betas`` (only beta2) and ``eps``. State: ``exp_avg_sq`` (fp32).
+    """
+
+    name = "scale_by_rms"
+
+    def __init__(self, betas=(0.9, 0.99), eps: float = 1e-8):
+        self.hyperparams = _moment_hyperparams(betas, eps)
+
+    def init(self, bucket: Bucket) -> None:
+        bucket.init_state("exp_avg_sq", zeros_fp32)
+
+    def update(self, updates, bucket):
+        v = bucket.state("exp_avg_sq")
+        _ema_sq_(v, updates, beta_debias(bucket.hp("betas")[1], bucket.step))
+        return torch._foreach_div(updates, _denominator(v, bucket.hp("eps")))
+
+    def state_bytes(self, p):
+        return _fp32_bytes(p, 1)
