@@ -19,11 +19,17 @@ Contract of ``update(updates, bucket)``:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
 import torch
+
+try:  # FSDP2 parameters are DTensors; transforms see their local shards
+    from torch.distributed.tensor import DTensor
+except ImportError:  # pragma: no cover - torch built without distributed
+    DTensor = ()  # type: ignore[assignment,misc]
 
 __all__ = [
     "Hyper",
@@ -167,6 +173,11 @@ class Bucket:
     ``states[i]`` is ``optimizer.state[params[i]]``; a transform reaches its own entries through
     :meth:`state` / :meth:`init_state`, which prefix field names with the transform's place in the
     chain (``prefix``), so two transforms never collide.
+
+    Sharded parameters (FSDP2 DTensors): ``params`` and ``grads`` are the local shards and
+    ``sharded`` the DTensors. State tensors shaped like the shard are stored as DTensors with the
+    parameter's placement (so ``torch.distributed.checkpoint`` can reshard them) and handed to
+    transforms as local tensors: elementwise transforms need not know about sharding.
     """
 
     params: list[torch.Tensor]
@@ -176,10 +187,10 @@ class Bucket:
     step: int
     prefix: str = ""
     extra: dict = field(default_factory=dict)  # per-step scratch shared along the chain
+    sharded: list[torch.Tensor] | None = None
 
     def child(self, name: str) -> "Bucket":
-        return Bucket(self.params, self.grads, self.states, self.group, self.step,
-                      f"{self.prefix}{name}/", self.extra)
+        return dataclasses.replace(self, prefix=f"{self.prefix}{name}/")
 
     def key(self, name: str) -> str:
         return self.prefix + name
@@ -190,23 +201,38 @@ class Bucket:
 
     def state(self, name: str) -> list[torch.Tensor]:
         key = self.prefix + name
-        return [s[key] for s in self.states]
+        return [local(s[key]) for s in self.states]
 
     def set_state(self, name: str, values: Sequence[Any]) -> None:
         key = self.prefix + name
-        for s, v in zip(self.states, values):
-            s[key] = v
+        for i, (s, v) in enumerate(zip(self.states, values)):
+            s[key] = self._wrap(i, v)
 
     def init_state(self, name: str, make: Callable[[torch.Tensor], Any]) -> None:
         """Create ``name`` for every parameter that does not have it yet: ``make(param)``."""
         key = self.prefix + name
-        for p, s in zip(self.params, self.states):
+        for i, (p, s) in enumerate(zip(self.params, self.states)):
             if key not in s:
-                s[key] = make(p)
+                s[key] = self._wrap(i, make(p))
+
+    def _wrap(self, i: int, value: Any) -> Any:
+        """A shard-shaped state tensor of a sharded parameter becomes a DTensor like the parameter."""
+        if self.sharded is None or not isinstance(value, torch.Tensor) or isinstance(value, DTensor):
+            return value
+        if value.shape != self.params[i].shape:
+            return value
+        p = self.sharded[i]
+        return DTensor.from_local(value, p.device_mesh, p.placements, shape=p.shape, stride=p.stride(),
+                                  run_check=False)
 
     def params_fp32(self) -> list[torch.Tensor]:
         """The parameters as fp32 tensors (the parameters themselves when they are fp32)."""
         return [p if p.dtype == torch.float32 else p.float() for p in self.params]
+
+
+def local(t: Any) -> Any:
+    """The local shard of a DTensor; anything else unchanged."""
+    return t.to_local() if isinstance(t, DTensor) else t
 
 
 def zeros_fp32(p: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable
 
 import torch
 
-from .core import Bucket, Hyper, Transform, _merge_into, schedule_hyperparams
+from .core import Bucket, DTensor, Hyper, Transform, _merge_into, local, schedule_hyperparams
 
 __all__ = ["ChainOptimizer"]
 
@@ -103,14 +103,15 @@ class ChainOptimizer(torch.optim.Optimizer):
                     raise ValueError("params: sparse gradients are not supported; use a dense embedding")
             elif "step" not in self.state.get(p, ()):
                 continue
-            split[(p.device, p.dtype, self.state[p].get("step", 0))].append(p)
-        for (_, _, step), params in split.items():
+            split[(p.device, p.dtype, isinstance(p, DTensor), self.state[p].get("step", 0))].append(p)
+        for (_, _, sharded, step), params in split.items():
             yield Bucket(
-                params=params,
-                grads=[p.grad for p in params],
+                params=[local(p) for p in params],
+                grads=[local(p.grad) for p in params],
                 states=[self.state[p] for p in params],
                 group=group,
                 step=step + 1 if stepping else step,
+                sharded=params if sharded else None,
             )
 
     @torch.no_grad()

@@ -1,0 +1,95 @@
+"""Runs in each of 2 gloo processes (CPU, 127.0.0.1): DDP and FSDP2 training of every preset and
+distributed checkpoints; rank 0 saves what it saw to ``out/<scenario>.pt``. Launched by
+tests/test_distributed.py as ``python tests/distributed/worker.py OUT PORT``."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import (
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import fully_shard
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
+import heavyball_chain as hc  # noqa: E402
+
+
+def full(model):
+    return {n: (p.full_tensor() if isinstance(p, torch.distributed.tensor.DTensor) else p).detach().clone()
+            for n, p in model.named_parameters()}
+
+
+def shard(model, mesh):
+    for layer in (model.conv, model.fc1, model.fc2):
+        fully_shard(layer, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    return model
+
+
+def run(rank: int, world: int, out: str, port: int) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    mesh = init_device_mesh("cpu", (world,))
+    results = {"ddp": {}, "fsdp": {}, "fsdp_bf16": {}, "fsdp_eval": {}, "dcp": {}}
+    for name in hc.presets.__all__:
+        cls = getattr(hc, name)
+        kwargs = common.KWARGS.get(name, {})
+        # DDP: replicated parameters, averaged gradients
+        model = common.make_model()
+        ddp = DDP(model)
+        opt = cls(ddp.parameters(), **kwargs)
+        common.train(ddp, opt, common.STEPS, rank, world)
+        results["ddp"][name] = full(model)
+        # FSDP2: parameters are DTensors sharded on dim 0
+        model = shard(common.make_model(), mesh)
+        opt = cls(model.parameters(), **kwargs)
+        common.train(model, opt, common.STEPS, rank, world)
+        if hasattr(opt, "eval"):
+            opt.eval()
+            results["fsdp_eval"][name] = full(model)
+            opt.train()
+        results["fsdp"][name] = full(model)
+        # bf16 sharded parameters: stochastic rounding on the local shards
+        model = shard(common.make_model(torch.bfloat16), mesh)
+        opt = cls(model.parameters(), **kwargs)
+        common.train(model, opt, common.STEPS, rank, world)
+        results["fsdp_bf16"][name] = full(model)
+        # distributed checkpoint: save after 3 steps, resume, compare with the uninterrupted run
+        model = shard(common.make_model(), mesh)
+        opt = cls(model.parameters(), **kwargs)
+        common.train(model, opt, 3, rank, world)
+        path = os.path.join(out, f"ckpt-{name}")
+        dcp.save({"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, opt)},
+                 checkpoint_id=path)
+        common.train(model, opt, 3, rank, world, start=3)
+        uninterrupted = full(model)
+        model2 = shard(common.make_model(seed=7), mesh)
+        opt2 = cls(model2.parameters(), **kwargs)
+        sd = {"model": get_model_state_dict(model2), "optim": get_optimizer_state_dict(model2, opt2)}
+        dcp.load(sd, checkpoint_id=path)
+        set_model_state_dict(model2, sd["model"])
+        set_optimizer_state_dict(model2, opt2, sd["optim"])
+        common.train(model2, opt2, 3, rank, world, start=3)
+        results["dcp"][name] = (uninterrupted, full(model2))
+    if rank == 0:
+        torch.save(results, os.path.join(out, "results.pt"))
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    out, port = sys.argv[1], int(sys.argv[2])
+    torch.multiprocessing.spawn(run, args=(2, out, port), nprocs=2)
