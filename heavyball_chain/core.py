@@ -319,15 +319,30 @@ class Chain(Transform):
         for n, t in self._children:
             t.init(bucket.child(n))
 
+    # A transform counts the updates that reached it: when one child returns None (no update this
+    # step), the children after it did not run, and from then on see ``bucket.step`` minus the
+    # number of steps skipped before them. So warmup and bias correction after ADOPT's or SOAP's
+    # initialising steps, or inside gradient accumulation, count real updates (as optax does).
+    _SKIPPED = "#skipped"
+
+    def _child(self, bucket: Bucket, name: str) -> Bucket:
+        child = bucket.child(name)
+        lag = bucket.states[0].get(child.key(self._SKIPPED), 0) if bucket.states else 0
+        return dataclasses.replace(child, step=child.step - lag) if lag else child
+
     def walk(self, bucket):
         yield self, bucket
         for n, t in self._children:
-            yield from t.walk(bucket.child(n))
+            yield from t.walk(self._child(bucket, n))
 
     def update(self, updates, bucket):
-        for n, t in self._children:
-            updates = t.update(updates, bucket.child(n))
+        for i, (n, t) in enumerate(self._children):
+            updates = t.update(updates, self._child(bucket, n))
             if updates is None:
+                for later, _ in self._children[i + 1:]:
+                    key = bucket.child(later).key(self._SKIPPED)
+                    for s in bucket.states:
+                        s[key] = s.get(key, 0) + 1
                 return None
         return updates
 
