@@ -82,6 +82,10 @@ def non_negative_int(v: Any) -> str | None:
     return None if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else "an integer >= 0"
 
 
+def positive_int(v: Any) -> str | None:
+    return None if isinstance(v, int) and not isinstance(v, bool) and v >= 1 else "an integer >= 1"
+
+
 def unit_interval(v: Any) -> str | None:
     return None if _is_number(v) and 0 <= v < 1 else "a number in [0, 1)"
 
@@ -225,6 +229,16 @@ class Bucket:
         return DTensor.from_local(value, p.device_mesh, p.placements, shape=p.shape, stride=p.stride(),
                                   run_check=False)
 
+    def norms(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Per-tensor 2-norms (0-d tensors). For sharded parameters ``tensors`` are local shards
+        and the norms are of the whole tensors: squared local norms are summed over the mesh."""
+        norms = torch._foreach_norm(tensors)
+        if self.sharded is None or not norms:
+            return norms
+        squares = torch.stack(norms).square()
+        torch.distributed.all_reduce(squares, group=self.sharded[0].device_mesh.get_group())
+        return list(squares.sqrt().unbind())
+
     def params_fp32(self) -> list[torch.Tensor]:
         """The parameters as fp32 tensors (the parameters themselves when they are fp32)."""
         return [p if p.dtype == torch.float32 else p.float() for p in self.params]
@@ -248,7 +262,7 @@ class Transform:
     * ``hyperparams``: names read from the param group, with defaults and checks.
     * ``init(bucket)``: create per-parameter state (called once, before a parameter's first update).
     * ``update(updates, bucket)``: return the new updates, or ``None`` to skip the rest of the chain.
-    * ``state_bytes(p)``: bytes of state this transform keeps for parameter ``p``.
+    * ``state_bytes(p, group)``: bytes of state this transform keeps for parameter ``p`` in ``group``.
     * ``writes_params``: True for the transforms that write parameters.
     """
 
@@ -269,7 +283,7 @@ class Transform:
     def update(self, updates: list[torch.Tensor], bucket: Bucket) -> list[torch.Tensor] | None:
         raise NotImplementedError
 
-    def state_bytes(self, p: torch.Tensor) -> int:
+    def state_bytes(self, p: torch.Tensor, group: dict) -> int:
         return 0
 
     def children(self) -> list[tuple[str, "Transform"]]:
@@ -346,8 +360,8 @@ class Chain(Transform):
                 return None
         return updates
 
-    def state_bytes(self, p: torch.Tensor) -> int:
-        return sum(t.state_bytes(p) for _, t in self._children)
+    def state_bytes(self, p: torch.Tensor, group: dict) -> int:
+        return sum(t.state_bytes(p, group) for _, t in self._children)
 
     def __repr__(self) -> str:
         if not self._children:

@@ -157,7 +157,7 @@ class ChainOptimizer(torch.optim.Optimizer):
 
     def state_bytes(self) -> int:
         """Bytes of optimizer state for the current parameters, known before the first step."""
-        return sum(self.transform.state_bytes(p) for g in self.param_groups for p in g["params"])
+        return sum(self.transform.state_bytes(p, g) for g in self.param_groups for p in g["params"])
 
     def state_dict(self) -> dict[str, Any]:
         """torch's state dict; group values ``torch.load(weights_only=True)`` cannot read

@@ -2,5 +2,29 @@
 
 from .adam_family import ForeachADOPT, ForeachAdamW, ForeachLaProp
 from .schedule_free import ForeachSFAdamW, PaLMForeachSFAdamW
+from .soap import (
+    ForeachSOAP,
+    PaLMForeachSOAP,
+    PalmForEachSoap,
+    PrecondScheduleForeachSOAP,
+    PrecondSchedulePaLMForeachSOAP,
+    PrecondScheduleSFPaLMForeachSOAP,
+    PrecondScheduleSFPaLMSOAP,
+    SFPaLMForeachSOAP,
+)
 
-__all__ = ["ForeachADOPT", "ForeachAdamW", "ForeachLaProp", "ForeachSFAdamW", "PaLMForeachSFAdamW"]
+# The named optimizers (aliases excluded: PalmForEachSoap, PrecondScheduleSFPaLMSOAP).
+__all__ = [
+    "ForeachADOPT",
+    "ForeachAdamW",
+    "ForeachLaProp",
+    "ForeachSFAdamW",
+    "ForeachSOAP",
+    "PaLMForeachSFAdamW",
+    "PaLMForeachSOAP",
+    "PrecondScheduleForeachSOAP",
+    "PrecondSchedulePaLMForeachSOAP",
+    "PrecondScheduleSFPaLMForeachSOAP",
+    "SFPaLMForeachSOAP",
+]
+ALIASES = {"PalmForEachSoap": PaLMForeachSOAP, "PrecondScheduleSFPaLMSOAP": PrecondScheduleSFPaLMForeachSOAP}

@@ -29,9 +29,9 @@ class clip_by_adaptive_norm(Transform):  # noqa: N801 - optax-style transform na
         clip = bucket.hp("gradient_clip_val")
         if clip <= 0:
             return updates
-        scale = torch._foreach_norm(bucket.params_fp32())
+        scale = bucket.norms(bucket.params_fp32())
         torch._foreach_maximum_(scale, self.minimum)
-        u_norm = torch._foreach_norm(updates)
+        u_norm = bucket.norms(updates)
         torch._foreach_maximum_(u_norm, self.eps)
         torch._foreach_div_(scale, u_norm)
         torch._foreach_mul_(scale, clip)

@@ -66,7 +66,7 @@ class scale_by_adam(Transform):  # noqa: N801 - optax-style transform name
         denom = _denominator(v, bucket.hp("eps"))
         return torch._foreach_div(m, denom)
 
-    def state_bytes(self, p):
+    def state_bytes(self, p, group):
         return _fp32_bytes(p, 2)
 
 
@@ -97,7 +97,7 @@ class scale_by_laprop(Transform):  # noqa: N801
         torch._foreach_addcdiv_(m, updates, denom, value=1 - b1)
         return m
 
-    def state_bytes(self, p):
+    def state_bytes(self, p, group):
         return _fp32_bytes(p, 2)
 
 
@@ -138,7 +138,7 @@ class scale_by_adopt(Transform):  # noqa: N801
         _ema_sq_(v, updates, beta_debias(b2, t))
         return out
 
-    def state_bytes(self, p):
+    def state_bytes(self, p, group):
         return _fp32_bytes(p, 2)
 
 
@@ -164,5 +164,5 @@ class scale_by_rms(Transform):  # noqa: N801
         _ema_sq_(v, updates, beta_debias(bucket.hp("betas")[1], bucket.step))
         return torch._foreach_div(updates, _denominator(v, bucket.hp("eps")))
 
-    def state_bytes(self, p):
+    def state_bytes(self, p, group):
         return _fp32_bytes(p, 1)

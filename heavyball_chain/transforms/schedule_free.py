@@ -93,5 +93,5 @@ class schedule_free(Transform):  # noqa: N801 - optax-style transform name
         """Parameters x -> y (where gradients are taken)."""
         self._swap(bucket, to_train=True)
 
-    def state_bytes(self, p):
+    def state_bytes(self, p, group):
         return 4 * p.numel()

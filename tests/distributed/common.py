@@ -6,17 +6,26 @@ from __future__ import annotations
 import torch
 
 STEPS = 6
-GLOBAL_BATCH = 8
-# presets run at their defaults, with a visible weight decay and warmup
-KWARGS: dict[str, dict] = {}
+GLOBAL_BATCH = 16
+# Presets run at their defaults; SOAP with max_precond_dim=16 so that every Kronecker factor it
+# keeps is full rank from the first gradient (see Model).
+KWARGS: dict[str, dict] = {name: {"max_precond_dim": 16} for name in (
+    "ForeachSOAP", "PaLMForeachSOAP", "PrecondScheduleForeachSOAP", "PrecondSchedulePaLMForeachSOAP",
+    "SFPaLMForeachSOAP", "PrecondScheduleSFPaLMForeachSOAP")}
 
 
 class Model(torch.nn.Module):
+    """A conv weight [8, 2, 2, 2] (merged to 8 x 8), a [8, 32] matrix (only its 8 x 8 factor is
+    kept at max_precond_dim=16) and an 8 x 8 matrix, plus biases. A factor built from one gradient
+    of a matrix wider than the batch is rank deficient, and SOAP then turns rounding-level
+    gradient differences into large ones (its eigenbasis is not unique); these shapes avoid that,
+    so a distributed run can be compared with a single process at all."""
+
     def __init__(self):
         super().__init__()
-        self.conv = torch.nn.Conv2d(2, 4, 3)
-        self.fc1 = torch.nn.Linear(4 * 4 * 4, 6)
-        self.fc2 = torch.nn.Linear(6, 3)
+        self.conv = torch.nn.Conv2d(2, 8, 2)
+        self.fc1 = torch.nn.Linear(8 * 2 * 2, 8)
+        self.fc2 = torch.nn.Linear(8, 8)
 
     def forward(self, x):
         h = torch.tanh(self.conv(x)).flatten(1)
@@ -30,7 +39,7 @@ def make_model(dtype=torch.float32, seed=0):
 
 def batch(step: int):
     g = torch.Generator().manual_seed(500 + step)
-    return torch.randn(GLOBAL_BATCH, 2, 6, 6, generator=g), torch.randn(GLOBAL_BATCH, 3, generator=g)
+    return torch.randn(GLOBAL_BATCH, 2, 3, 3, generator=g), torch.randn(GLOBAL_BATCH, 8, generator=g)
 
 
 def train(model, opt, steps, rank=0, world=1, start=0):

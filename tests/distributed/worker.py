@@ -62,6 +62,10 @@ def run(rank: int, world: int, out: str, port: int) -> None:
             results["fsdp_eval"][name] = full(model)
             opt.train()
         results["fsdp"][name] = full(model)
+        owned = sum(any("soap/" in k for k in opt.state[p]) for p in model.parameters())
+        counts = [None] * world
+        dist.all_gather_object(counts, owned)
+        results.setdefault("soap_owned", {})[name] = counts
         # bf16 sharded parameters: stochastic rounding on the local shards
         model = shard(common.make_model(torch.bfloat16), mesh)
         opt = cls(model.parameters(), **kwargs)

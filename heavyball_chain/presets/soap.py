@@ -1,0 +1,181 @@
+"""The SOAP presets, HeavyBall 0.8.1's names, arguments and defaults.
+
+All six are one chain, ``soap_chain``, differing only in what they compose into it: the second
+beta (a number, or PaLM's schedule ``palm_beta2()``), the eigenbasis refresh (``every(n)`` or the
+random ``precond_schedule()``), and, for the schedule-free ones, adaptive clipping in front and
+``schedule_free`` (with no first moment) in place of the learning rate and apply steps.
+
+    ForeachSOAP                       betas=(b1, b2)           every(precondition_frequency)
+    PaLMForeachSOAP                   (beta, palm_beta2())     every(precondition_frequency)
+    PrecondScheduleForeachSOAP        (b1, b2)                 precond_schedule()
+    PrecondSchedulePaLMForeachSOAP    (beta, palm_beta2())     precond_schedule()
+    SFPaLMForeachSOAP                 (beta, palm_beta2())     every(...)          schedule-free
+    PrecondScheduleSFPaLMForeachSOAP  (beta, palm_beta2())     precond_schedule()  schedule-free
+"""
+
+from __future__ import annotations
+
+from ..core import Schedule, named_chain
+from ..optimizer import ChainOptimizer
+from ..transforms import (
+    add_decayed_weights,
+    clip_by_adaptive_norm,
+    palm_beta2,
+    scale_by_learning_rate,
+    schedule_free,
+    stochastic_round_apply,
+)
+from ..transforms.soap import every, precond_schedule, soap_precondition
+
+__all__ = [
+    "ForeachSOAP",
+    "PaLMForeachSOAP",
+    "PalmForEachSoap",
+    "PrecondScheduleForeachSOAP",
+    "PrecondSchedulePaLMForeachSOAP",
+    "PrecondScheduleSFPaLMForeachSOAP",
+    "PrecondScheduleSFPaLMSOAP",
+    "SFPaLMForeachSOAP",
+    "soap_chain",
+]
+
+
+def soap_chain(betas, refresh: Schedule, schedule_free_: bool = False):
+    """SOAP -> decoupled weight decay -> -lr (warmup) -> apply; or, schedule-free:
+    AGC -> SOAP without first moment -> weight decay at y -> schedule_free."""
+    if not schedule_free_:
+        return named_chain(
+            ("soap", soap_precondition(refresh, betas=betas)),
+            ("decay", add_decayed_weights()),
+            ("lr", scale_by_learning_rate()),
+            ("apply", stochastic_round_apply()),
+        )
+    return named_chain(
+        ("clip", clip_by_adaptive_norm()),
+        ("soap", soap_precondition(refresh, betas=betas, first_moment=False)),
+        ("decay", add_decayed_weights()),
+        ("schedule_free", schedule_free(betas=betas)),
+    )
+
+
+def _palm_betas(beta, betas):
+    """HeavyBall's PaLM signature: ``beta`` is beta1 (``betas[0]`` overrides it); beta2 is the schedule."""
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise ValueError(f"betas: expected a pair (beta1 or None, None), got {betas!r}")
+    if betas[1] is not None:
+        raise ValueError("betas: beta2 follows the PaLM schedule (set beta2_scale); pass betas=(beta1, None)")
+    return (beta if betas[0] is None else betas[0], palm_beta2())
+
+
+def _no_frequency(precondition_frequency):
+    if precondition_frequency != 2:
+        raise ValueError(
+            "precondition_frequency: has no effect with the preconditioner schedule (precond_scheduler); "
+            "use the preset without PrecondSchedule for a fixed interval"
+        )
+
+
+class _SOAP(ChainOptimizer):
+    def _build(self, params, refresh, sf=False, **hp):
+        super().__init__(params, soap_chain(hp["betas"], refresh, sf), **hp)
+
+
+class ForeachSOAP(_SOAP):
+    """SOAP (Vyas et al. 2024, arXiv 2409.11321) refreshing the eigenbasis every
+    ``precondition_frequency`` steps. ``shampoo_beta=None``: the factors follow the debiased beta2
+    (what HeavyBall 0.8.1 does with any value); a number takes effect."""
+
+    def __init__(self, params, lr=3e-3, betas=(0.9, 0.95), shampoo_beta=None, eps=1e-8, weight_decay=0.01,
+                 precondition_frequency=2, max_precond_dim=2048, merge_dims=True, precondition_1d=False,
+                 normalize_grads=False, data_format="channels_first", correct_bias=True, warmup_steps=1):
+        self._build(params, every(), lr=lr, betas=tuple(betas), shampoo_beta=shampoo_beta, eps=eps,
+                    weight_decay=weight_decay, precondition_frequency=precondition_frequency,
+                    max_precond_dim=max_precond_dim, merge_dims=merge_dims, precondition_1d=precondition_1d,
+                    normalize_grads=normalize_grads, data_format=data_format, correct_bias=correct_bias,
+                    warmup_steps=warmup_steps)
+
+
+class PaLMForeachSOAP(_SOAP):
+    """SOAP with PaLM's ``beta2_t = 1 - t^-beta2_scale``, refreshing every ``precondition_frequency``."""
+
+    def __init__(self, params, lr=3e-3, beta=0.9, betas=(None, None), shampoo_beta=None, eps=1e-8,
+                 weight_decay=0.01, precondition_frequency=2, max_precond_dim=2048, merge_dims=True,
+                 precondition_1d=False, normalize_grads=False, data_format="channels_first", correct_bias=True,
+                 warmup_steps=1, beta2_scale=0.8):
+        betas = _palm_betas(beta, betas)
+        self._build(params, every(), lr=lr, betas=betas, shampoo_beta=shampoo_beta, eps=eps,
+                    weight_decay=weight_decay, precondition_frequency=precondition_frequency,
+                    max_precond_dim=max_precond_dim, merge_dims=merge_dims, precondition_1d=precondition_1d,
+                    normalize_grads=normalize_grads, data_format=data_format, correct_bias=correct_bias,
+                    warmup_steps=warmup_steps, beta2_scale=beta2_scale)
+
+
+PalmForEachSoap = PaLMForeachSOAP
+
+
+class PrecondScheduleForeachSOAP(_SOAP):
+    """SOAP refreshing with probability ``1 / (1 + log10(t^offset)^scale)`` (``precond_scheduler``)."""
+
+    def __init__(self, params, lr=3e-3, betas=(0.9, 0.95), shampoo_beta=None, eps=1e-8, weight_decay=0.01,
+                 precondition_frequency=2, max_precond_dim=2048, merge_dims=True, precondition_1d=False,
+                 normalize_grads=False, data_format="channels_first", correct_bias=True, warmup_steps=1,
+                 precond_scheduler=(1 / 3, 9)):
+        _no_frequency(precondition_frequency)
+        self._build(params, precond_schedule(), lr=lr, betas=tuple(betas), shampoo_beta=shampoo_beta,
+                    eps=eps, weight_decay=weight_decay, max_precond_dim=max_precond_dim, merge_dims=merge_dims,
+                    precondition_1d=precondition_1d, normalize_grads=normalize_grads, data_format=data_format,
+                    correct_bias=correct_bias, warmup_steps=warmup_steps, precond_scheduler=tuple(precond_scheduler))
+
+
+class PrecondSchedulePaLMForeachSOAP(_SOAP):
+    """HeavyBall's recommended optimizer: SOAP with PaLM's beta2 and the preconditioner schedule."""
+
+    def __init__(self, params, lr=3e-3, beta=0.9, shampoo_beta=None, eps=1e-8, weight_decay=0.01,
+                 precondition_frequency=2, max_precond_dim=2048, merge_dims=True, precondition_1d=False,
+                 normalize_grads=False, data_format="channels_first", correct_bias=True, warmup_steps=1,
+                 precond_scheduler=(1 / 3, 9), betas=(None, None), beta2_scale=0.8):
+        _no_frequency(precondition_frequency)
+        betas = _palm_betas(beta, betas)
+        self._build(params, precond_schedule(), lr=lr, betas=betas, shampoo_beta=shampoo_beta,
+                    eps=eps, weight_decay=weight_decay, max_precond_dim=max_precond_dim, merge_dims=merge_dims,
+                    precondition_1d=precondition_1d, normalize_grads=normalize_grads, data_format=data_format,
+                    correct_bias=correct_bias, warmup_steps=warmup_steps, precond_scheduler=tuple(precond_scheduler),
+                    beta2_scale=beta2_scale)
+
+
+class SFPaLMForeachSOAP(_SOAP):
+    """Schedule-free SOAP (no first moment; adaptive gradient clipping first), PaLM beta2,
+    refreshing every ``precondition_frequency``. Call ``eval()``/``train()`` as for ForeachSFAdamW."""
+
+    def __init__(self, params, lr=3e-3, beta=0.9, beta2_scale=0.8, eps=1e-8, weight_decay=0.01,
+                 precondition_frequency=2, max_precond_dim=2048, merge_dims=True, precondition_1d=False,
+                 normalize_grads=False, data_format="channels_first", correct_bias=True, warmup_steps=1, r=0.0,
+                 weight_lr_power=2.0, gradient_clip_val=0.1, betas=(None, None)):
+        betas = _palm_betas(beta, betas)
+        self._build(params, every(), sf=True, lr=lr, betas=betas, eps=eps,
+                    weight_decay=weight_decay, precondition_frequency=precondition_frequency,
+                    max_precond_dim=max_precond_dim, merge_dims=merge_dims, precondition_1d=precondition_1d,
+                    normalize_grads=normalize_grads, data_format=data_format, correct_bias=correct_bias,
+                    warmup_steps=warmup_steps, r=r, weight_lr_power=weight_lr_power,
+                    gradient_clip_val=gradient_clip_val, beta2_scale=beta2_scale)
+
+
+class PrecondScheduleSFPaLMForeachSOAP(_SOAP):
+    """Schedule-free SOAP with PaLM's beta2 and the preconditioner schedule
+    (exported by HeavyBall 0.8.1 as ``PrecondScheduleSFPaLMSOAP``; both names work)."""
+
+    def __init__(self, params, lr=3e-3, beta=0.9, beta2_scale=0.8, eps=1e-8, weight_decay=0.01,
+                 precondition_frequency=2, max_precond_dim=2048, merge_dims=True, precondition_1d=False,
+                 normalize_grads=False, data_format="channels_first", correct_bias=True, warmup_steps=1, r=0.0,
+                 weight_lr_power=2.0, gradient_clip_val=0.1, precond_scheduler=(1 / 3, 9), betas=(None, None)):
+        _no_frequency(precondition_frequency)
+        betas = _palm_betas(beta, betas)
+        self._build(params, precond_schedule(), sf=True, lr=lr, betas=betas, eps=eps,
+                    weight_decay=weight_decay, max_precond_dim=max_precond_dim, merge_dims=merge_dims,
+                    precondition_1d=precondition_1d, normalize_grads=normalize_grads, data_format=data_format,
+                    correct_bias=correct_bias, warmup_steps=warmup_steps, r=r, weight_lr_power=weight_lr_power,
+                    gradient_clip_val=gradient_clip_val, precond_scheduler=tuple(precond_scheduler),
+                    beta2_scale=beta2_scale)
+
+
+PrecondScheduleSFPaLMSOAP = PrecondScheduleSFPaLMForeachSOAP

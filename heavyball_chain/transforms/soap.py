@@ -1,0 +1,360 @@
+"""SOAP: Adam in the eigenbasis of Shampoo's Kronecker factors (Vyas et al. 2024, arXiv 2409.11321).
+
+For a parameter whose (merged) shape is ``(d_0, ..., d_k)``, SOAP keeps one factor
+``GG_i ≈ E[G_(i) G_(i)^T]`` (``d_i x d_i``, ``G_(i)`` the gradient unfolded along dimension i)
+per dimension with ``d_i <= max_precond_dim``, and its eigenbasis ``Q_i``. With
+``rot(x) = x ×_i Q_i^T`` (every dimension multiplied by its ``Q_i^T``) and ``rot⁻¹`` its inverse:
+
+    m = b̂1 m + (1 - b̂1) g                         (first moment, original space)
+    v = b̂2 v + (1 - b̂2) rot(g)²                   (second moment, rotated space)
+    u = rot⁻¹( rot(m) / max(sqrt(v), eps) )
+    GG_i = lerp(GG_i, G_(i) G_(i)^T, 1 - β_s)       (β_s = shampoo_beta, default: b̂2)
+
+The first step of a parameter only initialises: ``GG_i = G_(i) G_(i)^T``, ``Q_i = eigh(GG_i)``
+(eigenvalues descending) and returns ``None``. A refresh (chosen by ``refresh``: :class:`every`
+or :class:`precond_schedule`) does one power iteration and QR: ``T = GG_i Q_i``, estimated
+eigenvalues ``diag(Q_i^T GG_i Q_i)`` sorted descending, ``Q_i = qr(T[:, order]).Q``, and ``v``
+re-ordered along dimension i by the same order so it stays aligned with ``Q_i``'s columns.
+SOAP's own step ``t`` counts from 1 at the step after initialisation.
+
+Parameters of equal merged shape are stacked and processed with batched ``matmul`` / ``eigh`` /
+``qr``. Sharded (FSDP2) parameters: each matrix is owned by one rank, which gathers its gradient,
+keeps its state and computes its update (``sharded.owner_computes``; docs/distributed.md).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..core import Bucket, Hyper, Schedule, Transform, betas_pair, non_negative_int, positive, positive_int, zeros_fp32
+from .moments import beta_debias
+from .sharded import owner_computes
+
+__all__ = ["soap_precondition", "every", "precond_schedule", "merged_shape"]
+
+
+# --------------------------------------------------------------------------- refresh schedules
+
+
+@dataclass(frozen=True)
+class every(Schedule):  # noqa: N801 - optax-style name
+    """Refresh the eigenbasis when ``t % n == 0``; ``n=None`` reads ``precondition_frequency``."""
+
+    n: int | None = None
+
+    @property
+    def hyperparams(self):  # type: ignore[override]
+        if self.n is not None:
+            return {}
+        return {"precondition_frequency": Hyper(2, positive_int)}
+
+    def at(self, step, group):
+        n = self.n if self.n is not None else group["precondition_frequency"]
+        return step > 0 and step % n == 0
+
+
+def _scheduler_check(v: Any) -> str | None:
+    ok = isinstance(v, (tuple, list)) and len(v) == 2 and all(isinstance(x, (int, float)) and x > 0 for x in v)
+    return None if ok else "a pair (offset, scale) of positive numbers"
+
+
+@dataclass(frozen=True, eq=True)
+class precond_schedule(Schedule):  # noqa: N801
+    """Refresh often early, rarely late (HeavyBall's preconditioner schedule, after PSGD's;
+    Li et al., arXiv 1512.04202): at SOAP step t refresh with probability
+
+        p(t) = 1 / (1 + log10(max(t, 1)^offset)^scale)
+
+    The draw for step t is the t-th ``random()`` of ``random.Random(seed)``, so every param group
+    and bucket of one step sees one draw (HeavyBall 0.8.1 draws once per group per step from one
+    generator) and a resumed run continues the same sequence: its state is the step count, which
+    is in the state dict. ``offset, scale`` come from ``precond_scheduler`` (default (1/3, 9)).
+    """
+
+    seed: int = 0x120983109
+    _cache: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
+
+    hyperparams = {"precond_scheduler": Hyper((1 / 3, 9), _scheduler_check)}
+
+    @staticmethod
+    def probability(step: int, offset: float = 1 / 3, scale: float = 9) -> float:
+        return 1 / (1 + math.log10(max(step, 1) ** offset) ** scale)
+
+    def draw(self, step: int) -> float:
+        """The ``step``-th value (from 1) of ``random.Random(seed)``."""
+        rng, pos, last = self._cache.get("rng"), self._cache.get("pos", 0), self._cache.get("last")
+        if step == pos and last is not None:
+            return last
+        if rng is None or step < pos:
+            rng, pos = random.Random(self.seed), 0
+        while pos < step:
+            last = rng.random()
+            pos += 1
+        self._cache.update(rng=rng, pos=pos, last=last)
+        return last
+
+    def at(self, step, group):
+        if step < 1:
+            return False
+        offset, scale = group["precond_scheduler"]
+        return self.draw(step) < self.probability(step, offset, scale)
+
+    def __getstate__(self):  # the cache is derived; do not pickle a Random
+        return {"seed": self.seed}
+
+    def __setstate__(self, state):
+        object.__setattr__(self, "seed", state["seed"])
+        object.__setattr__(self, "_cache", {})
+
+
+# --------------------------------------------------------------------------- shapes
+
+
+def merged_shape(shape: tuple[int, ...], max_precond_dim: int, merge_dims: bool) -> tuple[int, ...]:
+    """Merge trailing dimensions greedily from the back while their product stays below
+    ``max_precond_dim``, keeping dimension 0 apart (fan-out is never folded into fan-in):
+    ``[128, 64, 3, 3] -> [128, 576]``. 1-D and 0-D shapes are kept."""
+    shape = tuple(shape)
+    if not merge_dims or len(shape) <= 1:
+        return shape
+    groups: list[int] = []
+    current = 1
+    for size in reversed(shape[1:]):
+        if current * size >= max_precond_dim:
+            if current > 1:
+                groups.append(current)
+                current = size
+            else:
+                groups.append(size)
+                current = 1
+        else:
+            current *= size
+    if current > 1 or not groups:
+        groups.append(current)
+    return (shape[0], *reversed(groups))
+
+
+def _layout(p: torch.Tensor, group: dict) -> tuple[tuple[int, ...], tuple[bool, ...]]:
+    """(merged shape, which of its dimensions get a factor)."""
+    max_dim = group["max_precond_dim"]
+    if p.dim() <= 1:
+        n = p.numel()
+        return (n,), ((group["precondition_1d"] and n <= max_dim),)
+    shape = merged_shape(p.shape, max_dim, group["merge_dims"])
+    return shape, tuple(d <= max_dim for d in shape)
+
+
+# --------------------------------------------------------------------------- batched linear algebra
+
+
+def _rotate(x: torch.Tensor, qs: list[torch.Tensor | None], back: bool) -> torch.Tensor:
+    """``x ×_i Q_i^T`` (or ``×_i Q_i`` with ``back``) for a stack ``x`` of shape ``[B, *shape]``."""
+    for i, q in enumerate(qs):
+        if q is None:
+            continue
+        x = x.movedim(i + 1, -1)
+        moved = x.shape
+        x = torch.bmm(x.reshape(moved[0], -1, moved[-1]), q.transpose(1, 2) if back else q).reshape(moved)
+        x = x.movedim(-1, i + 1)
+    return x
+
+
+def _outer(x: torch.Tensor, i: int) -> torch.Tensor:
+    """``G_(i) G_(i)^T`` for every element of the stack ``x`` (``[B, d_i, d_i]``)."""
+    g = x.movedim(i + 1, 1).reshape(x.shape[0], x.shape[i + 1], -1)
+    return torch.bmm(g, g.transpose(1, 2))
+
+
+def _eigenbasis(gg: torch.Tensor) -> torch.Tensor:
+    """Eigenvectors of symmetric ``gg`` (batched), columns by descending eigenvalue."""
+    eye = torch.eye(gg.shape[-1], dtype=gg.dtype, device=gg.device)
+    try:
+        q = torch.linalg.eigh(gg + 1e-30 * eye).eigenvectors
+    except RuntimeError:  # rare convergence failure in fp32: retry in fp64
+        q = torch.linalg.eigh((gg + 1e-30 * eye).double()).eigenvectors.to(gg.dtype)
+    return q.flip(-1)
+
+
+def _refresh(gg: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One power iteration + QR; returns the new basis and the column order applied."""
+    t = torch.bmm(gg, q)
+    estimated = (q * t).sum(dim=1)  # diag(Q^T GG Q), per column
+    order = torch.argsort(estimated, dim=-1, descending=True)
+    t = t.gather(2, order.unsqueeze(1).expand_as(t))
+    return torch.linalg.qr(t).Q, order
+
+
+# --------------------------------------------------------------------------- the transform
+
+
+def _bool(v: Any) -> str | None:
+    return None if isinstance(v, bool) else "True or False"
+
+
+def _optional_unit(v: Any) -> str | None:
+    return None if v is None or (isinstance(v, (int, float)) and 0 <= v < 1) else "None or a number in [0, 1)"
+
+
+def _data_format(v: Any) -> str | None:
+    return None if v == "channels_first" else (
+        "'channels_first' (torch conv weights are [out, in, kh, kw] whatever their memory format)")
+
+
+class soap_precondition(Transform):  # noqa: N801 - optax-style transform name
+    """SOAP preconditioning (see the module docstring for the equations).
+
+    Reads ``betas`` (b1, b2; either may be a schedule such as ``palm_beta2()``), ``eps``,
+    ``shampoo_beta`` (None: the factors follow b̂2, as HeavyBall 0.8.1 does), ``max_precond_dim``,
+    ``merge_dims``, ``precondition_1d``, ``normalize_grads`` (divide each update by its RMS, as the
+    SOAP reference does), ``correct_bias`` (False: raw betas instead of debiased ones, as the
+    reference) and ``data_format`` (only ``'channels_first'``). ``refresh`` decides when the
+    eigenbasis is refreshed. With ``first_moment=False`` there is no ``m``:
+    ``u = rot⁻¹(rot(g) / max(sqrt(v), eps))`` (schedule-free SOAP).
+    """
+
+    name = "soap_precondition"
+
+    def __init__(self, refresh: Schedule | None = None, betas=(0.9, 0.95), eps: float = 1e-8,
+                 shampoo_beta: float | None = None, max_precond_dim: int = 2048, merge_dims: bool = True,
+                 precondition_1d: bool = False, normalize_grads: bool = False, correct_bias: bool = True,
+                 data_format: str = "channels_first", first_moment: bool = True):
+        self.refresh = refresh if refresh is not None else every()
+        self.first_moment = first_moment
+        self.hyperparams = {
+            "betas": Hyper(tuple(betas), betas_pair),
+            "eps": Hyper(eps, positive),
+            "shampoo_beta": Hyper(shampoo_beta, _optional_unit),
+            "max_precond_dim": Hyper(max_precond_dim, non_negative_int),
+            "merge_dims": Hyper(merge_dims, _bool),
+            "precondition_1d": Hyper(precondition_1d, _bool),
+            "normalize_grads": Hyper(normalize_grads, _bool),
+            "correct_bias": Hyper(correct_bias, _bool),
+            "data_format": Hyper(data_format, _data_format),
+            **self.refresh.hyperparams,
+        }
+
+    def __repr__(self) -> str:
+        return f"{self.name}(refresh={type(self.refresh).__name__}, first_moment={self.first_moment})"
+
+    # -- state ---------------------------------------------------------------------------
+
+    def init(self, bucket: Bucket) -> None:
+        if bucket.sharded is not None:
+            return  # the owner of each matrix creates its state (see sharded.py)
+        if self.first_moment:
+            bucket.init_state("exp_avg", zeros_fp32)
+        bucket.init_state("exp_avg_sq", zeros_fp32)
+
+    def state_bytes(self, p: torch.Tensor, group: dict) -> int:
+        shape, pre = _layout(p, group)
+        factors = sum(2 * d * d for d, on in zip(shape, pre) if on)
+        return 4 * (p.numel() * (2 if self.first_moment else 1) + factors)
+
+    # -- step ----------------------------------------------------------------------------
+
+    def _classes(self, bucket: Bucket) -> dict[tuple, list[int]]:
+        classes: dict[tuple, list[int]] = {}
+        for i, p in enumerate(bucket.params):
+            classes.setdefault(_layout(p, bucket.group), []).append(i)
+        return classes
+
+    def update(self, updates, bucket):
+        if bucket.sharded is not None:
+            return owner_computes(self._update, updates, bucket, self.init, skips=lambda step: step == 1)
+        return self._update(updates, bucket)
+
+    def _update(self, updates, bucket):
+        group = bucket.group
+        t = bucket.step - 1  # SOAP's step: the first call only initialises
+        classes = self._classes(bucket)
+        if t == 0:
+            for (shape, pre), idx in classes.items():
+                g = torch.stack([updates[j].reshape(shape) for j in idx])
+                for i, on in enumerate(pre):
+                    if on:
+                        gg = _outer(g, i)
+                        q, _ = _refresh(gg, _eigenbasis(gg))
+                        self._store(bucket, idx, f"GG{i}", gg)
+                        self._store(bucket, idx, f"Q{i}", q)
+            return None
+
+        b1, b2 = bucket.hp("betas", step=t)
+        if group["correct_bias"]:
+            b1, b2 = beta_debias(b1, t), beta_debias(b2, t)
+        shampoo = group["shampoo_beta"]
+        shampoo = b2 if shampoo is None else shampoo
+        refresh = self.refresh.at(t, group)
+        eps = group["eps"]
+
+        # rotate the gradients (old basis), then the elementwise moments over the whole bucket
+        g_rot: list[torch.Tensor] = [None] * len(updates)  # type: ignore[list-item]
+        stacks = {}
+        for key, idx in classes.items():
+            shape, pre = key
+            g = torch.stack([updates[j].reshape(shape) for j in idx])
+            qs = [self._stack(bucket, idx, f"Q{i}") if on else None for i, on in enumerate(pre)]
+            stacks[key] = (g, qs)
+            rotated = _rotate(g, qs, back=False)
+            for k, j in enumerate(idx):
+                g_rot[j] = rotated[k].reshape(updates[j].shape)
+        v = bucket.state("exp_avg_sq")
+        torch._foreach_mul_(v, b2)
+        torch._foreach_addcmul_(v, g_rot, g_rot, value=1 - b2)
+        denom = torch._foreach_sqrt(v)
+        torch._foreach_maximum_(denom, eps)
+        if self.first_moment:
+            m = bucket.state("exp_avg")
+            torch._foreach_mul_(m, b1)
+            torch._foreach_add_(m, updates, alpha=1 - b1)
+
+        out: list[torch.Tensor] = [None] * len(updates)  # type: ignore[list-item]
+        for key, idx in classes.items():
+            shape, pre = key
+            g, qs = stacks[key]
+            if self.first_moment:
+                num = _rotate(torch.stack([m[j].reshape(shape) for j in idx]), qs, back=False)
+            else:
+                num = torch.stack([g_rot[j].reshape(shape) for j in idx])
+            num = num / torch.stack([denom[j].reshape(shape) for j in idx])
+            u = _rotate(num, qs, back=True)
+            for k, j in enumerate(idx):
+                out[j] = u[k].reshape(updates[j].shape)
+            for i, on in enumerate(pre):
+                if not on:
+                    continue
+                gg = self._stack(bucket, idx, f"GG{i}").lerp_(_outer(g, i), 1 - shampoo)
+                self._store(bucket, idx, f"GG{i}", gg)
+                if refresh:
+                    q, order = _refresh(gg, qs[i])
+                    self._store(bucket, idx, f"Q{i}", q)
+                    self._reorder(v, idx, shape, i, order)
+        if group["normalize_grads"]:
+            rms = torch._foreach_norm(out)
+            out = [u / (1e-30 + r / math.sqrt(max(u.numel(), 1))) for u, r in zip(out, rms)]
+        return out
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _stack(self, bucket: Bucket, idx: list[int], name: str) -> torch.Tensor:
+        key = bucket.key(name)
+        return torch.stack([bucket.states[j][key] for j in idx])
+
+    def _store(self, bucket: Bucket, idx: list[int], name: str, stacked: torch.Tensor) -> None:
+        key = bucket.key(name)
+        for k, j in enumerate(idx):
+            state = bucket.states[j]
+            if key in state:
+                state[key].copy_(stacked[k])
+            else:
+                state[key] = stacked[k].clone()
+
+    @staticmethod
+    def _reorder(v: list[torch.Tensor], idx: list[int], shape, dim: int, order: torch.Tensor) -> None:
+        """Permute each ``v`` (rotated second moment) along merged dimension ``dim`` by ``order``."""
+        for k, j in enumerate(idx):
+            v[j].copy_(v[j].reshape(shape).index_select(dim, order[k]).reshape(v[j].shape))
