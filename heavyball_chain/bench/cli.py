@@ -1,0 +1,182 @@
+"""``heavyball-chain`` command line: ``bench`` (the shoot-out) and ``list`` (presets and their chains)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import torch
+
+from .. import presets
+from .optimizers import OPTIMIZERS, supports_compile
+from .tasks import TASKS
+
+__all__ = ["main"]
+
+DEFAULT_OPTIMIZERS = ["ForeachAdamW", "ForeachLaProp", "ForeachADOPT", "ForeachSFAdamW",
+                      "PrecondSchedulePaLMForeachSOAP", "torch.AdamW", "torch.SGD"]
+QUICK_OPTIMIZERS = ["ForeachLaProp", "PrecondSchedulePaLMForeachSOAP", "torch.AdamW"]
+DEFAULT_STEPS, QUICK_STEPS = 500, 100
+TUNE_FACTORS = (1 / 3, 1.0, 3.0)
+
+
+class UsageError(Exception):
+    """A bad option: reported as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one clear line, no usage dump
+        raise UsageError(message)
+
+
+def _names(value: str, known: list[str], what: str) -> list[str]:
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    if names == ["all"]:
+        return list(known)
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise UsageError(f"--{what}: unknown {', '.join(map(repr, unknown)) or 'empty list'}; "
+                         f"choose from {', '.join(known)} or 'all'")
+    return names
+
+
+def _check_out(out: str) -> None:
+    try:
+        os.makedirs(out, exist_ok=True)
+        probe = os.path.join(out, ".write-test")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as exc:
+        raise UsageError(f"--out: cannot write to {out!r} ({exc.strerror or exc})") from None
+
+
+class _Progress:
+    """A text progress bar on stderr (one line rewritten on a terminal, a line per run otherwise)."""
+
+    def __init__(self, total_runs: int):
+        self.total, self.done, self.tty = total_runs, 0, sys.stderr.isatty()
+
+    def start(self, label: str, steps: int):
+        self.label, self.steps, self.t0 = label, steps, time.perf_counter()
+
+    def step(self, i: int):
+        if self.tty and (i == self.steps or i % max(1, self.steps // 50) == 0):
+            filled = int(30 * i / self.steps)
+            sys.stderr.write(f"\r[{self.done + 1}/{self.total}] {self.label:45s} "
+                             f"[{'#' * filled}{'.' * (30 - filled)}] {i}/{self.steps}")
+            sys.stderr.flush()
+
+    def finish(self):
+        self.done += 1
+        end = "\n" if self.tty else ""
+        sys.stderr.write(f"{end}[{self.done}/{self.total}] {self.label} done in "
+                         f"{time.perf_counter() - self.t0:.2f}s\n" if not self.tty else end)
+        sys.stderr.flush()
+
+
+def bench(args) -> int:
+    from .report import table, write_files
+    from .runner import run
+
+    tasks = _names(args.tasks, list(TASKS), "tasks")
+    optimizers = _names(args.optimizers or ",".join(QUICK_OPTIMIZERS if args.quick else DEFAULT_OPTIMIZERS),
+                        OPTIMIZERS, "optimizers")
+    steps = args.steps if args.steps is not None else (QUICK_STEPS if args.quick else DEFAULT_STEPS)
+    if steps <= 0:
+        raise UsageError(f"--steps: expected a positive integer, got {steps}")
+    if args.lr is not None and not args.lr > 0:
+        raise UsageError(f"--lr: expected a positive number, got {args.lr}")
+    text = None
+    if args.text is not None:
+        try:
+            with open(args.text, "rb") as fh:
+                text = fh.read()
+        except OSError as exc:
+            raise UsageError(f"--text: cannot read {args.text!r} ({exc.strerror or exc})") from None
+        if len(text) < 4 * 65:
+            raise UsageError(f"--text: need at least {4 * 65} bytes of text, got {len(text)}")
+    _check_out(args.out)
+    torch.set_num_threads(args.threads)
+    if args.compile:
+        unsupported = [o for o in optimizers if not supports_compile(o)]
+        if unsupported:
+            print(f"note: --compile not supported by {', '.join(unsupported)}; they run eagerly", file=sys.stderr)
+
+    factors = TUNE_FACTORS if args.tune else (1.0,)
+    progress = _Progress(len(tasks) * len(optimizers) * len(factors))
+    results = []
+    for task in tasks:
+        for name in optimizers:
+            candidates = []
+            for f in factors:
+                progress.start(f"{task} {name}" + (f" lr x{f:.2g}" if args.tune else ""), steps)
+                candidates.append(run(task, name, steps, args.lr, args.seed, args.compile, text, progress.step, f))
+                progress.finish()
+            best = min(candidates, key=lambda r: (r["diverged"], r["final_train"]
+                                                  if r["final_train"] == r["final_train"] else float("inf")))
+            if args.tune:
+                best["tuned_over"] = [c["lr"] for c in candidates]
+            results.append(best)
+    print(table(results))
+    config = {"tasks": tasks, "optimizers": optimizers, "steps": steps, "seed": args.seed, "tune": args.tune,
+              "lr": args.lr, "compile": args.compile, "threads": args.threads, "torch": torch.__version__,
+              "text": args.text}
+    for path in write_files(results, config, args.out):
+        print(f"wrote {path}")
+    return 0
+
+
+def list_presets(args) -> int:
+    matrix = torch.nn.Parameter(torch.zeros(512, 512))
+    vector = torch.nn.Parameter(torch.zeros(512))
+    print(f"{'preset':34s} {'B/param 512x512':>16s} {'B/param vector':>15s}")
+    for name in presets.__all__:
+        opt = getattr(presets, name)([matrix, vector])
+        per_matrix = opt.transform.state_bytes(matrix, opt.param_groups[0]) / matrix.numel()
+        per_vector = opt.transform.state_bytes(vector, opt.param_groups[0]) / vector.numel()
+        print(f"{name:34s} {per_matrix:16.2f} {per_vector:15.2f}")
+        print("  " + repr(opt.transform).replace("\n", "\n  "))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="heavyball-chain", description="Optimizer shoot-out on built-in tasks.")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+    b = sub.add_parser("bench", help="train each optimizer on each task and compare")
+    b.add_argument("--tasks", default="all", help=f"comma-separated: {', '.join(TASKS)} (default: all)")
+    b.add_argument("--optimizers", default=None,
+                   help=f"comma-separated preset names, torch.AdamW, torch.SGD (default: {','.join(DEFAULT_OPTIMIZERS)})")
+    b.add_argument("--steps", type=int, default=None, help=f"steps per run (default {DEFAULT_STEPS}, --quick {QUICK_STEPS})")
+    b.add_argument("--lr", type=float, default=None, help="one learning rate for every optimizer (default: each its own)")
+    b.add_argument("--tune", action="store_true", help="try lr x 1/3, 1, 3 per optimizer and keep the best final loss")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--out", default="bench-out", help="folder for bench.json, bench.csv, bench.png")
+    b.add_argument("--compile", action="store_true", help="compiled optimizer steps where supported")
+    b.add_argument("--quick", action="store_true", help=f"{QUICK_STEPS} steps, {len(QUICK_OPTIMIZERS)} optimizers")
+    b.add_argument("--text", default=None, help="train the charlm task on this file instead of Python's sources")
+    b.add_argument("--threads", type=int, default=2, help="torch threads (fixed, so runs are repeatable)")
+    b.set_defaults(fn=bench)
+    lst = sub.add_parser("list", help="every preset with its chain and state bytes per parameter")
+    lst.set_defaults(fn=list_presets)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = parser().parse_args(argv)
+        if args.command is None:
+            raise UsageError("choose a command: bench or list (see heavyball-chain --help)")
+        return args.fn(args)
+    except UsageError as exc:
+        print(f"heavyball-chain: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("heavyball-chain: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""The optimizers ``bench`` can run: every preset, and torch.optim baselines."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Callable
+
+import torch
+
+from .. import presets
+from ..optimizer import ChainOptimizer
+
+__all__ = ["OPTIMIZERS", "default_lr", "make_optimizer", "supports_compile"]
+
+BASELINES: dict[str, tuple[Callable, float]] = {
+    "torch.AdamW": (lambda params, lr: torch.optim.AdamW(params, lr=lr), 1e-3),
+    "torch.SGD": (lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9), 1e-2),
+}
+OPTIMIZERS: list[str] = list(presets.__all__) + list(BASELINES)
+
+
+def default_lr(name: str) -> float:
+    """The optimizer's own default learning rate (HeavyBall's for presets, torch's for baselines)."""
+    if name in BASELINES:
+        return BASELINES[name][1]
+    return inspect.signature(getattr(presets, name)).parameters["lr"].default
+
+
+def supports_compile(name: str) -> bool:
+    return name not in BASELINES and "compile" in inspect.signature(getattr(presets, name)).parameters
+
+
+def make_optimizer(name: str, params, lr: float, compile: bool = False) -> torch.optim.Optimizer:
+    if name in BASELINES:
+        return BASELINES[name][0](params, lr)
+    kwargs = {"lr": lr}
+    if compile and supports_compile(name):
+        kwargs["compile"] = True
+    return getattr(presets, name)(params, **kwargs)
+
+
+def state_bytes(opt: torch.optim.Optimizer) -> int:
+    """Bytes of tensors in the optimizer state."""
+    return sum(v.numel() * v.element_size() for s in opt.state.values() for v in s.values()
+               if isinstance(v, torch.Tensor))
+
+
+def set_eval(opt: torch.optim.Optimizer, evaluating: bool) -> None:
+    """Schedule-free optimizers evaluate at the averaged weights."""
+    if isinstance(opt, ChainOptimizer):
+        opt.train(not evaluating)

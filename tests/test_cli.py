@@ -1,0 +1,144 @@
+"""`heavyball-chain` end to end on a tiny budget: a real run, its table and files, determinism,
+and one-line errors for bad options."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import heavyball_chain as hc
+from heavyball_chain.bench.cli import main
+from heavyball_chain.bench.tasks import TASKS
+
+TINY = ["bench", "--tasks", "charlm,mlp,quadratic,rosenbrock", "--optimizers", "ForeachLaProp,ForeachSOAP,torch.SGD",
+        "--steps", "6"]
+
+
+def cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "heavyball_chain", *args], capture_output=True, text=True,
+                          timeout=120, cwd=cwd)
+
+
+def table_rows(stdout: str) -> dict[tuple[str, str], list[str]]:
+    """{(task, optimizer): cells} from the printed table."""
+    rows, task = {}, None
+    for line in stdout.splitlines():
+        if line and not line.startswith(" ") and ":" in line and not line.startswith("wrote"):
+            task = line.split(":")[0]
+        elif line.startswith("  ") and not line.strip().startswith("optimizer"):
+            cells = line.split()
+            if cells[1] == "(diverged)":
+                cells.pop(1)
+            rows[(task, cells[0])] = cells[1:]
+    return rows
+
+
+def data_runs(out):
+    return json.loads((out / "bench.json").read_text())["runs"]
+
+
+def test_bench_end_to_end(tmp_path):
+    out = tmp_path / "out"
+    proc = cli(*TINY, "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    rows = table_rows(proc.stdout)
+    assert set(rows) == {(t, o) for t in TASKS for o in ("ForeachLaProp", "ForeachSOAP", "torch.SGD")}
+    # lr, 4 checkpoints, final, held-out, step ms, state bytes per parameter
+    for (task, opt), cells in rows.items():
+        assert len(cells) == 9, (task, opt, cells)
+        assert float(cells[-2]) > 0  # median step ms
+    assert not any(r["diverged"] for r in data_runs(out) if r["optimizer"] != "torch.SGD")
+    assert float(rows[("mlp", "ForeachLaProp")][-1]) == 8.0  # two fp32 buffers
+    assert float(rows[("mlp", "torch.SGD")][-1]) == 4.0  # one momentum buffer
+    assert float(rows[("mlp", "ForeachLaProp")][0]) == 0.0025  # preset default lr
+    assert float(rows[("quadratic", "ForeachLaProp")][0]) == 0.025  # toy tasks: 10x
+
+    data = json.loads((out / "bench.json").read_text())
+    assert data["config"]["steps"] == 6
+    assert len(data["runs"]) == 12
+    for run in data["runs"]:
+        logged = len(run["points"])
+        assert [p["step"] for p in run["points"]] == list(range(1, logged + 1))
+        assert logged == 6 or run["diverged"]
+        assert all(b >= a for a, b in zip([p["seconds"] for p in run["points"]],
+                                          [p["seconds"] for p in run["points"]][1:]))
+        # the table's final column is the mean of the last 10% of logged losses (here: the last one)
+        cell = rows[(run["task"], run["optimizer"])][5]
+        if not run["diverged"]:
+            assert float(cell) == pytest.approx(run["points"][-1]["loss"], rel=1e-3)
+    with open(out / "bench.csv") as fh:
+        lines = list(csv.DictReader(fh))
+    assert len(lines) == sum(len(r["points"]) for r in data["runs"])
+    assert {row["optimizer"] for row in lines} == {"ForeachLaProp", "ForeachSOAP", "torch.SGD"}
+    pytest.importorskip("matplotlib")
+    assert (out / "bench.png").stat().st_size > 10_000
+
+
+def test_bench_is_deterministic(tmp_path, capsys):
+    args = ["bench", "--tasks", "charlm,quadratic", "--optimizers", "PrecondSchedulePaLMForeachSOAP,ForeachSFAdamW",
+            "--steps", "5"]
+    runs = []
+    for name in ("a", "b"):
+        assert main(args + ["--out", str(tmp_path / name)]) == 0
+        runs.append(json.loads((tmp_path / name / "bench.json").read_text())["runs"])
+    capsys.readouterr()
+    for a, b in zip(*runs):
+        assert [p["loss"] for p in a["points"]] == [p["loss"] for p in b["points"]]
+        assert a["heldout"] == b["heldout"]
+
+
+def test_tune_keeps_the_best_of_three(tmp_path, capsys):
+    assert main(["bench", "--tasks", "quadratic", "--optimizers", "ForeachAdamW", "--steps", "20", "--tune",
+                 "--out", str(tmp_path)]) == 0
+    capsys.readouterr()
+    (run,) = json.loads((tmp_path / "bench.json").read_text())["runs"]
+    assert run["tuned_over"] == pytest.approx([0.025 / 3, 0.025, 0.075])
+    assert run["lr"] in run["tuned_over"]
+
+
+def test_text_option(tmp_path, capsys):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog. " * 40)
+    assert main(["bench", "--tasks", "charlm", "--optimizers", "torch.AdamW", "--steps", "2", "--text", str(corpus),
+                 "--out", str(tmp_path / "o")]) == 0
+    assert "charlm" in capsys.readouterr().out
+
+
+def test_list_shows_every_preset_with_its_chain():
+    proc = cli("list")
+    assert proc.returncode == 0, proc.stderr
+    for name in hc.presets.__all__:
+        assert f"\n{name} " in proc.stdout
+    assert "soap_precondition" in proc.stdout and "scale_by_laprop" in proc.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["bench", "--tasks", "mnist"], "--tasks: unknown 'mnist'"),
+    (["bench", "--optimizers", "Adam"], "--optimizers: unknown 'Adam'"),
+    (["bench", "--steps", "0"], "--steps: expected a positive integer, got 0"),
+    (["bench", "--steps", "x"], "argument --steps: invalid int value: 'x'"),
+    (["bench", "--lr", "-1"], "--lr: expected a positive number"),
+    (["bench", "--text", "/nonexistent/corpus.txt"], "--text: cannot read"),
+    (["bench", "--out", "/proc/version/sub"], "--out: cannot write to '/proc/version/sub'"),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+    ([], "choose a command: bench or list"),
+])
+def test_bad_options_end_with_one_line(args, message, capsys):
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("heavyball-chain: error: ") and message in lines[0], captured.err
+    assert captured.out == ""
+
+
+def test_bad_option_through_the_console_entry_point(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    proc = cli("bench", "--steps", "3", "--out", str(blocker / "out"))
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
+    assert "--out: cannot write" in proc.stderr
