@@ -13,7 +13,9 @@ Contract of ``update(updates, bucket)``:
   tensors (or the same list unchanged). A transform may return its own state tensors; whoever
   receives them reads them only.
 * Returning ``None`` means "no parameter update this step": the rest of the chain is skipped
-  (ADOPT's first two steps, gradient accumulation, a skipped non-finite step).
+  (ADOPT's first two steps, gradient accumulation, a skipped non-finite step). A list with
+  ``None`` in some places skips the rest of the chain for those parameters only (one branch of
+  a ``partition`` initialising). Transforms never receive ``None`` entries.
 * Only transforms whose job it is (``*_apply``, ``schedule_free``) write the parameters.
 """
 
@@ -192,9 +194,18 @@ class Bucket:
     prefix: str = ""
     extra: dict = field(default_factory=dict)  # per-step scratch shared along the chain
     sharded: list[torch.Tensor] | None = None
+    names: list[str | None] | None = None  # from ``param_names`` (optimizers built from named_parameters)
+    positions: list[int] | None = None  # each parameter's position in the optimizer (over all groups)
 
     def child(self, name: str) -> "Bucket":
         return dataclasses.replace(self, prefix=f"{self.prefix}{name}/")
+
+    def subset(self, indices: Sequence[int]) -> "Bucket":
+        """The same bucket restricted to ``params[i] for i in indices`` (wrappers such as ``masked``)."""
+        pick = lambda xs: None if xs is None else [xs[i] for i in indices]  # noqa: E731
+        return dataclasses.replace(self, params=pick(self.params), grads=pick(self.grads), states=pick(self.states),
+                                   sharded=pick(self.sharded), names=pick(self.names),
+                                   positions=pick(self.positions))
 
     def key(self, name: str) -> str:
         return self.prefix + name
@@ -333,32 +344,75 @@ class Chain(Transform):
         for n, t in self._children:
             t.init(bucket.child(n))
 
-    # A transform counts the updates that reached it: when one child returns None (no update this
-    # step), the children after it did not run, and from then on see ``bucket.step`` minus the
-    # number of steps skipped before them. So warmup and bias correction after ADOPT's or SOAP's
-    # initialising steps, or inside gradient accumulation, count real updates (as optax does).
+    # A transform counts the updates that reached it: when a child returns None (no update this
+    # step) for some or all parameters, the children after it do not run for those parameters,
+    # and from then on see ``bucket.step`` minus the number of steps skipped before them
+    # (``<name>/#skipped`` in each parameter's state). So warmup and bias correction after ADOPT's
+    # or SOAP's initialising steps, or inside gradient accumulation, count real updates (as optax
+    # does). Parameters of one bucket that skipped different numbers of steps (one branch of a
+    # ``partition`` initialising) run as separate sub-buckets, each at its own step.
     _SKIPPED = "#skipped"
 
-    def _child(self, bucket: Bucket, name: str) -> Bucket:
+    def _by_lag(self, bucket: Bucket, name: str) -> list[tuple[list[int] | None, Bucket]]:
+        """The child's view of the bucket: ``[(None, bucket)]`` when every parameter has the same
+        lag, else one ``(indices, sub-bucket)`` per lag."""
         child = bucket.child(name)
-        lag = bucket.states[0].get(child.key(self._SKIPPED), 0) if bucket.states else 0
-        return dataclasses.replace(child, step=child.step - lag) if lag else child
+        key = child.key(self._SKIPPED)
+        lags = [s.get(key, 0) for s in bucket.states]
+        if len(set(lags)) <= 1:
+            lag = lags[0] if lags else 0
+            return [(None, dataclasses.replace(child, step=child.step - lag) if lag else child)]
+        out = []
+        for lag in sorted(set(lags)):
+            idx = [i for i, x in enumerate(lags) if x == lag]
+            sub = child.subset(idx)
+            out.append((idx, dataclasses.replace(sub, step=sub.step - lag)))
+        return out
 
     def walk(self, bucket):
         yield self, bucket
         for n, t in self._children:
-            yield from t.walk(self._child(bucket, n))
+            for _, view in self._by_lag(bucket, n):
+                yield from t.walk(view)
+
+    def _run(self, t: Transform, name: str, updates: list, bucket: Bucket) -> list | None:
+        views = self._by_lag(bucket, name)
+        if views[0][0] is None:
+            return t.update(updates, views[0][1])
+        out: list = [None] * len(updates)
+        for idx, view in views:
+            result = t.update([updates[i] for i in idx], view)
+            if result is not None:
+                for i, u in zip(idx, result):
+                    out[i] = u
+        return out
 
     def update(self, updates, bucket):
+        live = list(range(len(updates)))  # positions in the original bucket still being updated
+        view = bucket
         for i, (n, t) in enumerate(self._children):
-            updates = t.update(updates, self._child(bucket, n))
-            if updates is None:
+            result = self._run(t, n, updates, view)
+            done = range(len(updates)) if result is None else [j for j, u in enumerate(result) if u is None]
+            if done:
                 for later, _ in self._children[i + 1:]:
                     key = bucket.child(later).key(self._SKIPPED)
-                    for s in bucket.states:
+                    for j in done:
+                        s = view.states[j]
                         s[key] = s.get(key, 0) + 1
+            if result is None or len(done) == len(updates):
                 return None
-        return updates
+            if done:
+                keep = [j for j, u in enumerate(result) if u is not None]
+                live = [live[j] for j in keep]
+                view = view.subset(keep)
+                result = [result[j] for j in keep]
+            updates = result
+        if len(live) == len(bucket.params):
+            return updates
+        out: list = [None] * len(bucket.params)
+        for j, u in zip(live, updates):
+            out[j] = u
+        return out
 
     def state_bytes(self, p: torch.Tensor, group: dict) -> int:
         return sum(t.state_bytes(p, group) for _, t in self._children)

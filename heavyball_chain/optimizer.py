@@ -76,8 +76,10 @@ class ChainOptimizer(torch.optim.Optimizer):
         elif params is not None and not isinstance(params, (list, tuple, set)):
             params = list(params)
         for i, p in enumerate(params or []):
-            if not isinstance(p, torch.Tensor):
-                raise TypeError(f"params: expected tensors, got {type(p).__name__} at position {i}")
+            named = isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str)
+            if not isinstance(p, torch.Tensor) and not (named and isinstance(p[1], torch.Tensor)):
+                raise TypeError(f"params: expected tensors or (name, tensor) pairs, got {type(p).__name__} "
+                                f"at position {i}")
         if params is not None:
             param_group = {**param_group, "params": params}
         super().add_param_group(param_group)
@@ -91,11 +93,13 @@ class ChainOptimizer(torch.optim.Optimizer):
 
     # ------------------------------------------------------------------ step
 
-    def _buckets(self, group: dict, stepping: bool = True) -> Iterable[Bucket]:
+    def _buckets(self, group: dict, offset: int, stepping: bool = True) -> Iterable[Bucket]:
         """Buckets of the group: with ``stepping``, the parameters with a gradient, at their next
-        step; otherwise the parameters that have state, at their last step."""
-        split: dict[tuple, list[torch.Tensor]] = defaultdict(list)
-        for p in group["params"]:
+        step; otherwise the parameters that have state, at their last step. ``offset`` is the
+        position of the group's first parameter in the optimizer."""
+        split: dict[tuple, list[int]] = defaultdict(list)
+        params = group["params"]
+        for i, p in enumerate(params):
             if stepping:
                 if p.grad is None:
                     continue
@@ -103,24 +107,35 @@ class ChainOptimizer(torch.optim.Optimizer):
                     raise ValueError("params: sparse gradients are not supported; use a dense embedding")
             elif "step" not in self.state.get(p, ()):
                 continue
-            split[(p.device, p.dtype, isinstance(p, DTensor), self.state[p].get("step", 0))].append(p)
-        for (_, _, sharded, step), params in split.items():
+            split[(p.device, p.dtype, isinstance(p, DTensor), self.state[p].get("step", 0))].append(i)
+        names = group.get("param_names")
+        for (_, _, sharded, step), idx in split.items():
+            ps = [params[i] for i in idx]
             yield Bucket(
-                params=[local(p) for p in params],
-                grads=[local(p.grad) for p in params],
-                states=[self.state[p] for p in params],
+                params=[local(p) for p in ps],
+                grads=[local(p.grad) for p in ps],
+                states=[self.state[p] for p in ps],
                 group=group,
                 step=step + 1 if stepping else step,
-                sharded=params if sharded else None,
+                sharded=ps if sharded else None,
+                names=[names[i] for i in idx] if names is not None else [None] * len(idx),
+                positions=[offset + i for i in idx],
             )
+
+    def _groups(self) -> Iterable[tuple[dict, int]]:
+        """Each param group with the position of its first parameter in the optimizer."""
+        offset = 0
+        for group in self.param_groups:
+            yield group, offset
+            offset += len(group["params"])
 
     @torch.no_grad()
     def visit(self, method: str, *args: Any) -> None:
         """Call ``transform.<method>(bucket, *args)`` on every transform of the chain that defines
         it, for every bucket of parameters that have state (at their last step). This is how
         whole-optimizer operations such as ``train()``/``eval()`` reach the transforms."""
-        for group in self.param_groups:
-            for root in self._buckets(group, stepping=False):
+        for group, offset in self._groups():
+            for root in self._buckets(group, offset, stepping=False):
                 for t, bucket in self.transform.walk(root):
                     fn = getattr(t, method, None)
                     if callable(fn):
@@ -133,8 +148,8 @@ class ChainOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
-            for bucket in self._buckets(group):
+        for group, offset in self._groups():
+            for bucket in self._buckets(group, offset):
                 if bucket.step == 1:
                     self.transform.init(bucket)
                 self.transform.update([g.float() for g in bucket.grads], bucket)

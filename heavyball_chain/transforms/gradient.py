@@ -1,0 +1,141 @@
+"""Gradient utilities: clipping, noise, momentum, sign and cautious masking."""
+
+from __future__ import annotations
+
+import torch
+
+from ..core import Bucket, Hyper, Transform, non_negative, positive, unit_interval, zeros_fp32
+from .apply import _MASK, _MIX
+
+__all__ = ["clip_by_global_norm", "clip_by_value", "add_noise", "trace", "scale_by_sign", "cautious"]
+
+
+class clip_by_global_norm(Transform):  # noqa: N801 - optax-style transform name
+    """Rescale all updates together when their joint norm exceeds ``max_norm`` (Pascanu et al.
+    2013, arXiv 1211.5063):
+
+        u = u * max_norm / max(||u||, max_norm),   ||u|| = sqrt(sum_i ||u_i||²)
+
+    The norm is over one bucket: the tensors of one param group that share device and dtype (all
+    of the group's in a single-dtype model; whole tensors under FSDP2). Param groups are clipped
+    separately. No host sync. Reads ``max_norm``.
+    """
+
+    name = "clip_by_global_norm"
+
+    def __init__(self, max_norm: float = 1.0):
+        self.hyperparams = {"max_norm": Hyper(max_norm, positive)}
+
+    def update(self, updates, bucket):
+        max_norm = bucket.hp("max_norm")
+        total = torch.stack(bucket.norms(updates)).square().sum().sqrt()
+        factor = max_norm / torch.clamp(total, min=max_norm)
+        return torch._foreach_mul(updates, factor)
+
+
+class clip_by_value(Transform):  # noqa: N801
+    """Clamp every component: ``u = clamp(u, -max_delta, max_delta)``. Reads ``max_delta``."""
+
+    name = "clip_by_value"
+
+    def __init__(self, max_delta: float = 1.0):
+        self.hyperparams = {"max_delta": Hyper(max_delta, positive)}
+
+    def update(self, updates, bucket):
+        d = bucket.hp("max_delta")
+        out = torch._foreach_clamp_min(updates, -d)
+        torch._foreach_clamp_max_(out, d)
+        return out
+
+
+class add_noise(Transform):  # noqa: N801
+    """Annealed Gaussian gradient noise (Neelakantan et al. 2015, arXiv 1511.06807):
+
+        u = u + n,   n ~ N(0, eta / (1 + t)^gamma),   t = 0, 1, 2, ... the update count
+
+    The noise of a parameter is drawn from a generator seeded by a per-parameter seed (kept in the
+    state, derived from ``seed`` and the parameter's position in the optimizer) and the step, so
+    a resumed run draws the same noise. Reads ``noise_eta``, ``noise_gamma``. State: ``seed``.
+    """
+
+    name = "add_noise"
+
+    def __init__(self, eta: float = 0.01, gamma: float = 0.55, seed: int = 0):
+        self.hyperparams = {"noise_eta": Hyper(eta, non_negative), "noise_gamma": Hyper(gamma, non_negative)}
+        self.seed = seed
+
+    def init(self, bucket: Bucket) -> None:
+        for i, s in zip(bucket.positions, bucket.states):
+            s.setdefault(bucket.key("seed"), (self.seed * _MIX + i + 1) & _MASK)
+
+    def update(self, updates, bucket):
+        std = (bucket.hp("noise_eta") / (bucket.step ** bucket.hp("noise_gamma"))) ** 0.5
+        gen = torch.Generator(device=updates[0].device) if updates else None
+        out = []
+        for u, seed in zip(updates, bucket.state("seed")):
+            gen.manual_seed((seed * _MIX + bucket.step) & _MASK)
+            out.append(torch.randn(u.shape, generator=gen, device=u.device, dtype=u.dtype).mul_(std).add_(u))
+        return out
+
+
+class trace(Transform):  # noqa: N801
+    """Heavy-ball momentum (Polyak 1964), or Nesterov's (Sutskever et al. 2013) with ``nesterov``:
+
+        m = momentum * m + u;   u = m   (Nesterov: u = momentum * m + u)
+
+    As ``torch.optim.SGD(momentum, dampening=0)``. Reads ``momentum``. State: ``momentum_buffer``.
+    """
+
+    name = "trace"
+
+    def __init__(self, momentum: float = 0.9, nesterov: bool = False):
+        self.hyperparams = {"momentum": Hyper(momentum, unit_interval)}
+        self.nesterov = bool(nesterov)
+
+    def init(self, bucket: Bucket) -> None:
+        bucket.init_state("momentum_buffer", zeros_fp32)
+
+    def update(self, updates, bucket):
+        m = bucket.state("momentum_buffer")
+        beta = bucket.hp("momentum")
+        torch._foreach_mul_(m, beta)
+        torch._foreach_add_(m, updates)
+        if self.nesterov:
+            return torch._foreach_add(updates, m, alpha=beta)
+        return m
+
+    def state_bytes(self, p, group):
+        return 4 * p.numel()
+
+    def __repr__(self):
+        return f"trace(momentum{', nesterov' if self.nesterov else ''})"
+
+
+class scale_by_sign(Transform):  # noqa: N801
+    """``u = sign(u)`` (signSGD, Bernstein et al. 2018, arXiv 1802.04434; with ``trace`` before it,
+    signum)."""
+
+    name = "scale_by_sign"
+
+    def update(self, updates, bucket):
+        return torch._foreach_sign(updates)
+
+
+class cautious(Transform):  # noqa: N801
+    """Cautious update (Liang et al. 2024, "Cautious Optimizers", arXiv 2411.16085): drop the
+    components whose sign disagrees with the gradient and rescale the rest, per tensor:
+
+        phi = 1[u * g > 0];   u = u * phi * numel(u) / (sum(phi) + 1)
+
+    Place it where ``u`` still points along the gradient, i.e. before ``scale_by_learning_rate``
+    (which negates). ``g`` is the parameter's gradient of this step.
+    """
+
+    name = "cautious"
+
+    def update(self, updates, bucket):
+        out = []
+        for u, g in zip(updates, bucket.grads):
+            phi = (u * g > 0).to(u.dtype)
+            out.append(u * phi * (u.numel() / (phi.sum() + 1)))
+        return out

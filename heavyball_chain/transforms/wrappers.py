@@ -1,0 +1,328 @@
+"""Wrappers and combinators: transforms that run other transforms on some parameters or some steps.
+
+``identity``, ``scale``, ``masked``, ``partition``, ``apply_if_finite``, ``multi_steps`` (after
+optax's combinators of the same names). A wrapper keeps its inner transforms' state under its own
+prefix and shows them to whole-optimizer operations (``train()``/``eval()``, ``ema_weights``)
+through :meth:`~heavyball_chain.core.Transform.walk`.
+
+Selecting parameters: a *mask* or *labeler* is either a callable, given the parameter (``f(p)``)
+or its name and the parameter (``f(name, p)``, names come from building the optimizer from
+``model.named_parameters()``), or a sequence indexed by the parameter's position in the optimizer
+(over all param groups, in order).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+
+from ..core import Bucket, Hyper, Transform, _merge_into, non_negative_int, zeros_fp32
+
+__all__ = ["identity", "scale", "masked", "partition", "apply_if_finite", "multi_steps"]
+
+
+class identity(Transform):  # noqa: N801 - optax-style transform name
+    """``u = u``: the neutral element of ``chain``."""
+
+    name = "identity"
+
+    def update(self, updates, bucket):
+        return updates
+
+
+class scale(Transform):  # noqa: N801
+    """``u = c u`` for a constant ``c`` (use ``scale_by_learning_rate`` for a hyperparameter)."""
+
+    name = "scale"
+
+    def __init__(self, factor: float):
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)):
+            raise TypeError(f"scale: factor must be a number, got {type(factor).__name__}")
+        self.factor = float(factor)
+
+    def update(self, updates, bucket):
+        return torch._foreach_mul(updates, self.factor)
+
+    def __repr__(self) -> str:
+        return f"scale({self.factor:g})"
+
+
+# --------------------------------------------------------------------------- selecting parameters
+
+
+def _takes_name(fn: Callable) -> bool:
+    try:
+        params = [p for p in inspect.signature(fn).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty]
+    except (TypeError, ValueError):  # builtins without a signature: f(p)
+        return False
+    return len(params) >= 2
+
+
+def _per_param(selector: Callable | Sequence, bucket: Bucket, who: str) -> list[Any]:
+    """The selector's value for each parameter of the bucket."""
+    if callable(selector):
+        tensors = bucket.sharded if bucket.sharded is not None else bucket.params
+        if _takes_name(selector):
+            if any(n is None for n in bucket.names):
+                raise ValueError(f"{who}: the callable takes a parameter name, but the optimizer's parameters "
+                                 f"have none; build the optimizer from model.named_parameters()")
+            return [selector(n, p) for n, p in zip(bucket.names, tensors)]
+        return [selector(p) for p in tensors]
+    try:
+        return [selector[i] for i in bucket.positions]
+    except IndexError:
+        raise ValueError(f"{who}: a sequence needs one entry per parameter of the optimizer; got {len(selector)} "
+                         f"entries, but a parameter is at position {max(bucket.positions)}") from None
+
+
+def _check_transform(t: Any, who: str) -> None:
+    if not isinstance(t, Transform):
+        raise TypeError(f"{who}: expected a heavyball_chain Transform, got {type(t).__name__}")
+
+
+class partition(Transform):  # noqa: N801
+    """Different transforms for different parameters: ``labeler`` gives each parameter a label and
+    ``transforms[label]`` updates it (e.g. SOAP for matrices and LaProp for vectors).
+
+    Each transform sees only its parameters and keeps its state under ``<label>/``. Branches
+    share the param group's hyperparameters by name (two branches declaring one name must agree
+    on its default); put parameters in separate param groups to give them different values.
+    Either every branch writes the parameters (each ends with an apply) or none does. A branch
+    that skips the step (returns ``None``, e.g. SOAP's initialising step) skips the rest of the
+    chain for its parameters only, so ``partition`` equals separate optimizers on the subsets.
+    """
+
+    name = "partition"
+
+    def __init__(self, transforms: Mapping[str, Transform], labeler: Callable | Sequence):
+        if not isinstance(transforms, Mapping) or not transforms:
+            raise TypeError("partition: transforms must be a non-empty dict {label: transform}")
+        for label, t in transforms.items():
+            _check_transform(t, f"partition[{label!r}]")
+            if not isinstance(label, str) or not label or "/" in label:
+                raise ValueError(f"partition: labels must be non-empty strings without '/', got {label!r}")
+        writes = {label: t.writes_params for label, t in transforms.items()}
+        if len(set(writes.values())) > 1:
+            raise ValueError(f"partition: either every branch writes the parameters or none does; got {writes}")
+        self.transforms = dict(transforms)
+        self.labeler = labeler
+        self.writes_params = any(writes.values())
+        declared: dict[str, Hyper] = {}
+        for label, t in self.transforms.items():
+            _merge_into(declared, t.declared(), f"partition[{label!r}]")
+        self.hyperparams = declared
+
+    def declared(self):
+        return dict(self.hyperparams)
+
+    def children(self):
+        return list(self.transforms.items())
+
+    def _split(self, bucket: Bucket) -> list[tuple[str, list[int]]]:
+        labels = _per_param(self.labeler, bucket, "partition: labeler")
+        unknown = sorted({repr(x) for x in labels if x not in self.transforms})
+        if unknown:
+            raise ValueError(f"partition: labeler returned {', '.join(unknown)}; expected one of "
+                             f"{sorted(self.transforms)}")
+        out = []
+        for label in self.transforms:
+            idx = [i for i, x in enumerate(labels) if x == label]
+            if idx:
+                out.append((label, idx))
+        return out
+
+    def init(self, bucket):
+        for label, idx in self._split(bucket):
+            self.transforms[label].init(bucket.subset(idx).child(label))
+
+    def walk(self, bucket):
+        yield self, bucket
+        for label, idx in self._split(bucket):
+            yield from self.transforms[label].walk(bucket.subset(idx).child(label))
+
+    def update(self, updates, bucket):
+        out: list[torch.Tensor | None] = [None] * len(updates)
+        for label, idx in self._split(bucket):
+            result = self.transforms[label].update([updates[i] for i in idx], bucket.subset(idx).child(label))
+            if result is not None:
+                for i, u in zip(idx, result):
+                    out[i] = u
+        return None if all(u is None for u in out) else out
+
+    def state_bytes(self, p, group):
+        # the label is not known without the optimizer's view of p: count the largest branch
+        return max(t.state_bytes(p, group) for t in self.transforms.values())
+
+    def __repr__(self):
+        inner = "\n".join(f"  {label}: {t!r}".replace("\n", "\n  ") for label, t in self.transforms.items())
+        return f"partition(\n{inner}\n)"
+
+
+class masked(partition):  # noqa: N801
+    """Apply ``t`` to the parameters ``mask`` selects; the others' updates pass through unchanged.
+
+    ``masked(t, all False)`` is the identity, ``masked(t, all True)`` is ``t``. If ``t`` skips the
+    step, the rest of the chain skips it for the selected parameters only. ``t`` must not write
+    the parameters (put ``masked`` before the apply). State: ``t``'s, under ``masked/``.
+    """
+
+    name = "masked"
+
+    def __init__(self, t: Transform, mask: Callable | Sequence):
+        _check_transform(t, "masked")
+        if t.writes_params:
+            raise ValueError("masked: the inner transform must not write the parameters; mask the updates and "
+                             "end the chain with an apply")
+        super().__init__({"masked": t, "unmasked": identity()}, mask)
+        self.inner = t
+
+    def _split(self, bucket):
+        selected = [bool(x) for x in _per_param(self.labeler, bucket, "masked: mask")]
+        split = (("masked", [i for i, x in enumerate(selected) if x]),
+                 ("unmasked", [i for i, x in enumerate(selected) if not x]))
+        return [(label, idx) for label, idx in split if idx]
+
+    def state_bytes(self, p, group):
+        return self.inner.state_bytes(p, group)
+
+    def __repr__(self):
+        return f"masked({self.inner!r})".replace("\n", "\n  ")
+
+
+# --------------------------------------------------------------------------- steps
+
+
+class apply_if_finite(Transform):  # noqa: N801
+    """Skip a step whose incoming updates are not all finite: ``t`` does not run, so parameters and
+    ``t``'s state stay untouched, and the rest of the chain is skipped (returns ``None``).
+
+    The check is on the updates *entering* ``t`` (usually the gradients: one fused norm and one
+    host sync per bucket), so it also protects transforms that write the parameters. ``t`` counts
+    only the steps it ran (its bias corrections and warmups do not advance on skipped steps).
+    State: ``notfinite_count`` (consecutive skips) and ``total_notfinite``. After
+    ``max_consecutive_errors`` consecutive skips the next non-finite step raises
+    ``FloatingPointError`` instead of skipping silently forever.
+    """
+
+    name = "apply_if_finite"
+
+    def __init__(self, t: Transform, max_consecutive_errors: int = 100):
+        _check_transform(t, "apply_if_finite")
+        if non_negative_int(max_consecutive_errors) is not None:
+            raise ValueError(f"apply_if_finite: max_consecutive_errors must be an integer >= 0, "
+                             f"got {max_consecutive_errors!r}")
+        self.inner = t
+        self.max_consecutive_errors = max_consecutive_errors
+        self.hyperparams = t.declared()
+        self.writes_params = t.writes_params
+
+    def declared(self):
+        return dict(self.hyperparams)
+
+    def children(self):
+        return [("inner", self.inner)]
+
+    def _inner(self, bucket: Bucket) -> Bucket:
+        child = bucket.child("inner")
+        skipped = bucket.states[0].get(bucket.key("total_notfinite"), 0) if bucket.states else 0
+        return dataclasses.replace(child, step=child.step - skipped) if skipped else child
+
+    def init(self, bucket):
+        for s in bucket.states:
+            s.setdefault(bucket.key("notfinite_count"), 0)
+            s.setdefault(bucket.key("total_notfinite"), 0)
+        self.inner.init(bucket.child("inner"))
+
+    def walk(self, bucket):
+        yield self, bucket
+        yield from self.inner.walk(self._inner(bucket))
+
+    def update(self, updates, bucket):
+        total = torch.stack(bucket.norms(updates)).sum()
+        count_key, total_key = bucket.key("notfinite_count"), bucket.key("total_notfinite")
+        if bool(torch.isfinite(total)):
+            for s in bucket.states:
+                s[count_key] = 0
+            return self.inner.update(updates, self._inner(bucket))
+        consecutive = bucket.states[0].get(count_key, 0)
+        if consecutive >= self.max_consecutive_errors:
+            raise FloatingPointError(f"apply_if_finite: {consecutive + 1} consecutive steps with non-finite "
+                                     f"updates (max_consecutive_errors={self.max_consecutive_errors})")
+        for s in bucket.states:
+            s[count_key] = s.get(count_key, 0) + 1
+            s[total_key] = s.get(total_key, 0) + 1
+        return None
+
+    def state_bytes(self, p, group):
+        return self.inner.state_bytes(p, group)
+
+    def __repr__(self):
+        return f"apply_if_finite({self.inner!r}, max_consecutive_errors={self.max_consecutive_errors})".replace(
+            "\n", "\n  ")
+
+
+class multi_steps(Transform):  # noqa: N801
+    """Gradient accumulation: call ``t`` once every ``k`` steps with the mean of the last ``k``
+    updates, ``u = (1/k) sum_j u_j``; the other steps return ``None`` (no parameter update).
+
+    Call ``optimizer.step()`` after every micro-batch. ``t`` counts its own steps (``t`` sees step
+    ``n // k``), so its warmup and bias correction count real updates. ``multi_steps(t, 1)`` is
+    ``t``. State: ``acc`` (fp32, one buffer per parameter) and ``calls``.
+    """
+
+    name = "multi_steps"
+
+    def __init__(self, t: Transform, k: int):
+        _check_transform(t, "multi_steps")
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"multi_steps: k must be an integer >= 1, got {k!r}")
+        self.inner, self.k = t, k
+        self.hyperparams = t.declared()
+        self.writes_params = t.writes_params
+
+    def declared(self):
+        return dict(self.hyperparams)
+
+    def children(self):
+        return [("inner", self.inner)]
+
+    def _inner(self, bucket: Bucket, step: int) -> Bucket:
+        return dataclasses.replace(bucket.child("inner"), step=step)
+
+    def init(self, bucket):
+        if self.k > 1:
+            bucket.init_state("acc", zeros_fp32)
+            for s in bucket.states:
+                s.setdefault(bucket.key("calls"), 0)
+        self.inner.init(bucket.child("inner"))
+
+    def walk(self, bucket):
+        yield self, bucket
+        calls = bucket.states[0].get(bucket.key("calls"), bucket.step) if bucket.states else bucket.step
+        yield from self.inner.walk(self._inner(bucket, calls // self.k))
+
+    def update(self, updates, bucket):
+        if self.k == 1:
+            return self.inner.update(updates, self._inner(bucket, bucket.step))
+        acc = bucket.state("acc")
+        torch._foreach_add_(acc, updates)
+        key = bucket.key("calls")
+        calls = bucket.states[0][key] + 1
+        for s in bucket.states:
+            s[key] = calls
+        if calls % self.k:
+            return None
+        mean = torch._foreach_div(acc, float(self.k))
+        torch._foreach_zero_(acc)
+        return self.inner.update(mean, self._inner(bucket, calls // self.k))
+
+    def state_bytes(self, p, group):
+        own = 4 * p.numel() if self.k > 1 else 0
+        return own + self.inner.state_bytes(p, group)
+
+    def __repr__(self):
+        return f"multi_steps({self.inner!r}, k={self.k})".replace("\n", "\n  ")
