@@ -1,0 +1,29 @@
+"""The worked examples in the docs run as written."""
+
+import os
+import re
+
+import pytest
+
+DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs")
+
+
+def python_blocks(name):
+    with open(os.path.join(DOCS, name)) as fh:
+        return re.findall(r"```python\n(.*?)```", fh.read(), flags=re.S)
+
+
+@pytest.mark.parametrize("code", python_blocks("transforms.md"), ids=lambda c: c.splitlines()[0][:40])
+def test_transforms_doc_example_runs(code, capsys):
+    exec(compile(code, "docs/transforms.md", "exec"), {"__name__": "docs_example"})
+    assert "loss" in capsys.readouterr().out
+
+
+def test_transforms_doc_names_every_transform():
+    from heavyball_chain import transforms as T
+
+    with open(os.path.join(DOCS, "transforms.md")) as fh:
+        text = fh.read()
+    missing = [n for n in T.__all__ if f"`{n}" not in text and n not in ("StochasticWriter", "stochastic_round_",
+                                                                      "beta_debias")]
+    assert not missing, f"docs/transforms.md does not describe {missing}"
