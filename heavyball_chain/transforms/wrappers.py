@@ -196,7 +196,37 @@ class masked(partition):  # noqa: N801
 # --------------------------------------------------------------------------- steps
 
 
-class apply_if_finite(Transform):  # noqa: N801
+class _Wrapper(Transform):
+    """A transform around one inner transform ``t`` that runs it on some steps; ``t``'s state lives
+    under ``inner/`` and ``t`` sees its own step count, ``_inner_step(bucket)``."""
+
+    def __init__(self, t: Transform):
+        _check_transform(t, self.name)
+        self.inner = t
+        self.hyperparams = t.declared()
+        self.writes_params = t.writes_params
+
+    def declared(self):
+        return dict(self.hyperparams)
+
+    def children(self):
+        return [("inner", self.inner)]
+
+    def _inner_step(self, bucket: Bucket) -> int:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def _view(self, bucket: Bucket) -> Bucket:
+        return dataclasses.replace(bucket.child("inner"), step=self._inner_step(bucket))
+
+    def walk(self, bucket):
+        yield self, bucket
+        yield from self.inner.walk(self._view(bucket))
+
+    def state_bytes(self, p, group):
+        return self.inner.state_bytes(p, group)
+
+
+class apply_if_finite(_Wrapper):  # noqa: N801
     """Skip a step whose incoming updates are not all finite: ``t`` does not run, so parameters and
     ``t``'s state stay untouched, and the rest of the chain is skipped (returns ``None``).
 
@@ -211,25 +241,14 @@ class apply_if_finite(Transform):  # noqa: N801
     name = "apply_if_finite"
 
     def __init__(self, t: Transform, max_consecutive_errors: int = 100):
-        _check_transform(t, "apply_if_finite")
+        super().__init__(t)
         if non_negative_int(max_consecutive_errors) is not None:
             raise ValueError(f"apply_if_finite: max_consecutive_errors must be an integer >= 0, "
                              f"got {max_consecutive_errors!r}")
-        self.inner = t
         self.max_consecutive_errors = max_consecutive_errors
-        self.hyperparams = t.declared()
-        self.writes_params = t.writes_params
 
-    def declared(self):
-        return dict(self.hyperparams)
-
-    def children(self):
-        return [("inner", self.inner)]
-
-    def _inner(self, bucket: Bucket) -> Bucket:
-        child = bucket.child("inner")
-        skipped = bucket.states[0].get(bucket.key("total_notfinite"), 0) if bucket.states else 0
-        return dataclasses.replace(child, step=child.step - skipped) if skipped else child
+    def _inner_step(self, bucket):
+        return bucket.step - (bucket.states[0].get(bucket.key("total_notfinite"), 0) if bucket.states else 0)
 
     def init(self, bucket):
         for s in bucket.states:
@@ -237,17 +256,13 @@ class apply_if_finite(Transform):  # noqa: N801
             s.setdefault(bucket.key("total_notfinite"), 0)
         self.inner.init(bucket.child("inner"))
 
-    def walk(self, bucket):
-        yield self, bucket
-        yield from self.inner.walk(self._inner(bucket))
-
     def update(self, updates, bucket):
         total = torch.stack(bucket.norms(updates)).sum()
         count_key, total_key = bucket.key("notfinite_count"), bucket.key("total_notfinite")
         if bool(torch.isfinite(total)):
             for s in bucket.states:
                 s[count_key] = 0
-            return self.inner.update(updates, self._inner(bucket))
+            return self.inner.update(updates, self._view(bucket))
         consecutive = bucket.states[0].get(count_key, 0)
         if consecutive >= self.max_consecutive_errors:
             raise FloatingPointError(f"apply_if_finite: {consecutive + 1} consecutive steps with non-finite "
@@ -257,15 +272,12 @@ class apply_if_finite(Transform):  # noqa: N801
             s[total_key] = s.get(total_key, 0) + 1
         return None
 
-    def state_bytes(self, p, group):
-        return self.inner.state_bytes(p, group)
-
     def __repr__(self):
         return f"apply_if_finite({self.inner!r}, max_consecutive_errors={self.max_consecutive_errors})".replace(
             "\n", "\n  ")
 
 
-class multi_steps(Transform):  # noqa: N801
+class multi_steps(_Wrapper):  # noqa: N801
     """Gradient accumulation: call ``t`` once every ``k`` steps with the mean of the last ``k``
     updates, ``u = (1/k) sum_j u_j``; the other steps return ``None`` (no parameter update).
 
@@ -277,21 +289,15 @@ class multi_steps(Transform):  # noqa: N801
     name = "multi_steps"
 
     def __init__(self, t: Transform, k: int):
-        _check_transform(t, "multi_steps")
+        super().__init__(t)
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"multi_steps: k must be an integer >= 1, got {k!r}")
-        self.inner, self.k = t, k
-        self.hyperparams = t.declared()
-        self.writes_params = t.writes_params
+        self.k = k
 
-    def declared(self):
-        return dict(self.hyperparams)
-
-    def children(self):
-        return [("inner", self.inner)]
-
-    def _inner(self, bucket: Bucket, step: int) -> Bucket:
-        return dataclasses.replace(bucket.child("inner"), step=step)
+    def _inner_step(self, bucket):
+        if self.k == 1 or not bucket.states:
+            return bucket.step
+        return bucket.states[0].get(bucket.key("calls"), 0) // self.k
 
     def init(self, bucket):
         if self.k > 1:
@@ -300,14 +306,9 @@ class multi_steps(Transform):  # noqa: N801
                 s.setdefault(bucket.key("calls"), 0)
         self.inner.init(bucket.child("inner"))
 
-    def walk(self, bucket):
-        yield self, bucket
-        calls = bucket.states[0].get(bucket.key("calls"), bucket.step) if bucket.states else bucket.step
-        yield from self.inner.walk(self._inner(bucket, calls // self.k))
-
     def update(self, updates, bucket):
         if self.k == 1:
-            return self.inner.update(updates, self._inner(bucket, bucket.step))
+            return self.inner.update(updates, self._view(bucket))
         acc = bucket.state("acc")
         torch._foreach_add_(acc, updates)
         key = bucket.key("calls")
@@ -318,7 +319,7 @@ class multi_steps(Transform):  # noqa: N801
             return None
         mean = torch._foreach_div(acc, float(self.k))
         torch._foreach_zero_(acc)
-        return self.inner.update(mean, self._inner(bucket, calls // self.k))
+        return self.inner.update(mean, self._view(bucket))
 
     def state_bytes(self, p, group):
         own = 4 * p.numel() if self.k > 1 else 0
