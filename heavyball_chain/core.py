@@ -34,6 +34,7 @@ except ImportError:  # pragma: no cover - torch built without distributed
     DTensor = ()  # type: ignore[assignment,misc]
 
 __all__ = [
+    "Fresh",
     "Hyper",
     "Schedule",
     "Bucket",
@@ -265,6 +266,16 @@ def zeros_fp32(p: torch.Tensor) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- transforms
+
+
+class Fresh(list):
+    """Updates nobody else references: temporaries the returning transform just allocated.
+
+    A transform that receives a ``Fresh`` list may overwrite its tensors in place (and return it)
+    instead of allocating new ones; a plain list may hold the user's gradients or another
+    transform's state and is never modified. On CPU each avoided full-size temporary saves its
+    page faults, which cost as much as the arithmetic of an Adam step (docs/performance.md).
+    """
 
 
 class Transform:

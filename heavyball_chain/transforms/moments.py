@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ..core import Bucket, Hyper, Transform, betas_pair, positive, zeros_fp32
+from ..core import Bucket, Fresh, Hyper, Transform, betas_pair, positive, zeros_fp32
 
 __all__ = ["beta_debias", "scale_by_adam", "scale_by_laprop", "scale_by_adopt", "scale_by_rms"]
 
@@ -31,6 +31,13 @@ def _denominator(v: list[torch.Tensor], eps: float) -> list[torch.Tensor]:
     denom = torch._foreach_sqrt(v)
     torch._foreach_maximum_(denom, eps)
     return denom
+
+
+def _div_into_(numerators: list[torch.Tensor], denominators: list[torch.Tensor]) -> Fresh:
+    """``n / d`` written into the (temporary) denominators: one full-size temporary, not two."""
+    for n, d in zip(numerators, denominators):
+        torch.div(n, d, out=d)
+    return Fresh(denominators)
 
 
 def _moment_hyperparams(betas, eps) -> dict[str, Hyper]:
@@ -63,8 +70,7 @@ class scale_by_adam(Transform):  # noqa: N801 - optax-style transform name
         m, v = bucket.state("exp_avg"), bucket.state("exp_avg_sq")
         torch._foreach_lerp_(m, updates, 1 - beta_debias(b1, bucket.step))
         _ema_sq_(v, updates, beta_debias(b2, bucket.step))
-        denom = _denominator(v, bucket.hp("eps"))
-        return torch._foreach_div(m, denom)
+        return _div_into_(m, _denominator(v, bucket.hp("eps")))
 
     def state_bytes(self, p, group):
         return _fp32_bytes(p, 2)
@@ -95,7 +101,8 @@ class scale_by_laprop(Transform):  # noqa: N801
         b1 = beta_debias(b1, bucket.step)
         torch._foreach_mul_(m, b1)
         torch._foreach_addcdiv_(m, updates, denom, value=1 - b1)
-        return m
+        torch._foreach_copy_(denom, m)  # u = m in the spent temporary: the next transform may overwrite it
+        return Fresh(denom)
 
     def state_bytes(self, p, group):
         return _fp32_bytes(p, 2)
@@ -136,7 +143,7 @@ class scale_by_adopt(Transform):  # noqa: N801
             bucket.set_state("exp_avg", new_m)
             out = m if t > 2 else None
         _ema_sq_(v, updates, beta_debias(b2, t))
-        return out
+        return Fresh(out) if out is not None else None  # the replaced m is referenced by nobody
 
     def state_bytes(self, p, group):
         return _fp32_bytes(p, 2)
@@ -162,7 +169,7 @@ class scale_by_rms(Transform):  # noqa: N801
     def update(self, updates, bucket):
         v = bucket.state("exp_avg_sq")
         _ema_sq_(v, updates, beta_debias(bucket.hp("betas")[1], bucket.step))
-        return torch._foreach_div(updates, _denominator(v, bucket.hp("eps")))
+        return _div_into_(updates, _denominator(v, bucket.hp("eps")))
 
     def state_bytes(self, p, group):
         return _fp32_bytes(p, 1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..core import Hyper, Transform, non_negative, non_negative_int
+from ..core import Fresh, Hyper, Transform, non_negative, non_negative_int
 
 __all__ = ["add_decayed_weights", "scale_by_learning_rate"]
 
@@ -26,7 +26,10 @@ class add_decayed_weights(Transform):  # noqa: N801 - optax-style transform name
         wd = bucket.hp("weight_decay")
         if wd == 0:
             return updates
-        return torch._foreach_add(updates, bucket.params_fp32(), alpha=wd)
+        if isinstance(updates, Fresh):
+            torch._foreach_add_(updates, bucket.params_fp32(), alpha=wd)
+            return updates
+        return Fresh(torch._foreach_add(updates, bucket.params_fp32(), alpha=wd))
 
 
 class scale_by_learning_rate(Transform):  # noqa: N801
@@ -49,4 +52,7 @@ class scale_by_learning_rate(Transform):  # noqa: N801
         warmup = bucket.hp("warmup_steps")
         if warmup > 0:
             lr = lr * min(bucket.step / warmup, 1)
-        return torch._foreach_mul(updates, -lr)
+        if isinstance(updates, Fresh):
+            torch._foreach_mul_(updates, -lr)
+            return updates
+        return Fresh(torch._foreach_mul(updates, -lr))
