@@ -3,7 +3,6 @@ and one-line errors for bad options."""
 
 import csv
 import json
-import os
 import subprocess
 import sys
 

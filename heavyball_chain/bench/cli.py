@@ -71,9 +71,11 @@ class _Progress:
 
     def finish(self):
         self.done += 1
-        end = "\n" if self.tty else ""
-        sys.stderr.write(f"{end}[{self.done}/{self.total}] {self.label} done in "
-                         f"{time.perf_counter() - self.t0:.2f}s\n" if not self.tty else end)
+        if self.tty:  # end the rewritten bar line
+            sys.stderr.write("\n")
+        else:
+            sys.stderr.write(f"[{self.done}/{self.total}] {self.label} done in "
+                             f"{time.perf_counter() - self.t0:.2f}s\n")
         sys.stderr.flush()
 
 
