@@ -28,6 +28,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
+from .compiled import FusedPart
+
 try:  # FSDP2 parameters are DTensors; transforms see their local shards
     from torch.distributed.tensor import DTensor
 except ImportError:  # pragma: no cover - torch built without distributed
@@ -197,6 +199,7 @@ class Bucket:
     sharded: list[torch.Tensor] | None = None
     names: list[str | None] | None = None  # from ``param_names`` (optimizers built from named_parameters)
     positions: list[int] | None = None  # each parameter's position in the optimizer (over all groups)
+    fuser: Any = None  # a compiled.Fuser when the optimizer runs compiled (``compile=True``)
 
     def child(self, name: str) -> "Bucket":
         return dataclasses.replace(self, prefix=f"{self.prefix}{name}/")
@@ -286,11 +289,31 @@ class Transform:
     * ``update(updates, bucket)``: return the new updates, or ``None`` to skip the rest of the chain.
     * ``state_bytes(p, group)``: bytes of state this transform keeps for parameter ``p`` in ``group``.
     * ``writes_params``: True for the transforms that write parameters.
+
+    Elementwise transforms also state their math on one tensor, for the compiled path
+    (:mod:`heavyball_chain.compiled`), where a run of them becomes one kernel:
+
+    * ``fused_state``: names of the parameter-shaped fp32 state tensors ``fused`` reads and writes.
+    * ``fuse(bucket)``: this step's numbers for ``fused`` (a tuple of floats, always the same
+      length), or ``None`` to run this step eagerly. It is called once per fused step, before
+      ``fused``, and does the step's non-tensor bookkeeping (as ``update`` would).
+    * ``fused(u, p, state, s)``: the new update for one tensor ``u`` (fp32) of parameter ``p``
+      (its own dtype), with ``state`` the tensors named by ``fused_state`` (update them in place)
+      and ``s`` the numbers from ``fuse`` as 0-d fp32 tensors. Never modify ``u``. It must agree
+      with ``update`` up to fp32 rounding (tests/test_compiled.py checks every preset).
     """
 
     name: str = "transform"
     hyperparams: dict[str, Hyper] = {}
     writes_params: bool = False
+    fused_state: tuple[str, ...] = ()
+
+    def fuse(self, bucket: Bucket) -> tuple[float, ...] | None:
+        return None
+
+    def fused(self, u: torch.Tensor, p: torch.Tensor, state: Sequence[torch.Tensor],
+              s: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
 
     def declared(self) -> dict[str, Hyper]:
         """Own hyperparameters plus those of schedules used as defaults."""
@@ -398,14 +421,40 @@ class Chain(Transform):
                     out[i] = u
         return out
 
+    def _fusable(self, start: int, bucket: Bucket) -> list:
+        """The longest run of children from ``start`` that can be fused this step (compiled path)."""
+        run = []
+        for n, t in self._children[start:]:
+            if type(t).fused is Transform.fused:
+                break
+            views = self._by_lag(bucket, n)
+            if views[0][0] is not None:  # parameters at different steps: eager sub-buckets
+                break
+            scalars = t.fuse(views[0][1])
+            if scalars is None:
+                break
+            run.append(FusedPart(t, views[0][1], scalars))
+        return run
+
     def update(self, updates, bucket):
         live = list(range(len(updates)))  # positions in the original bucket still being updated
         view = bucket
-        for i, (n, t) in enumerate(self._children):
+        i = 0
+        while i < len(self._children):
+            run = self._fusable(i, view) if view.fuser is not None else []
+            if run:
+                i += len(run)
+                # the root chain's output is unused once its last transform has written the parameters
+                tail = i == len(self._children) and not bucket.prefix and run[-1].transform.writes_params
+                result = view.fuser.run(run, updates, returns=not tail)
+                updates = updates if tail else Fresh(result)
+                continue
+            n, t = self._children[i]
+            i += 1
             result = self._run(t, n, updates, view)
             done = range(len(updates)) if result is None else [j for j, u in enumerate(result) if u is None]
             if done:
-                for later, _ in self._children[i + 1:]:
+                for later, _ in self._children[i:]:
                     key = bucket.child(later).key(self._SKIPPED)
                     for j in done:
                         s = view.states[j]

@@ -32,8 +32,8 @@ def decoupled(moments: Transform):
 class _AdamFamily(ChainOptimizer):
     moments: type[Transform]
 
-    def __init__(self, params, lr=0.0025, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.0, warmup_steps=0):
-        super().__init__(params, decoupled(self.moments()), lr=lr, betas=betas, eps=eps,
+    def __init__(self, params, lr=0.0025, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.0, warmup_steps=0, compile=False):
+        super().__init__(params, decoupled(self.moments()), compile=compile, lr=lr, betas=betas, eps=eps,
                          weight_decay=weight_decay, warmup_steps=warmup_steps)
 
 

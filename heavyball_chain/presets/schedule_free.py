@@ -36,10 +36,10 @@ class ForeachSFAdamW(ChainOptimizer):
     """
 
     def __init__(self, params, lr=0.0025, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.0, warmup_steps=0,
-                 r=0.0, weight_lr_power=2.0, foreach=True):
+                 r=0.0, weight_lr_power=2.0, foreach=True, compile=False):
         _check_foreach(foreach)
-        super().__init__(params, sf_adamw_chain(), lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                         warmup_steps=warmup_steps, r=r, weight_lr_power=weight_lr_power)
+        super().__init__(params, sf_adamw_chain(), compile=compile, lr=lr, betas=betas, eps=eps,
+                         weight_decay=weight_decay, warmup_steps=warmup_steps, r=r, weight_lr_power=weight_lr_power)
 
 
 class PaLMForeachSFAdamW(ChainOptimizer):
@@ -48,12 +48,12 @@ class PaLMForeachSFAdamW(ChainOptimizer):
     beta2 is the schedule). The group holds ``betas = (beta, palm_beta2())``."""
 
     def __init__(self, params, lr=0.0025, beta=0.9, betas=(None, None), eps=1e-8, weight_decay=0.0,
-                 warmup_steps=0, r=0.0, weight_lr_power=2.0, beta2_scale=0.8):
+                 warmup_steps=0, r=0.0, weight_lr_power=2.0, beta2_scale=0.8, compile=False):
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise ValueError(f"betas: expected a pair (beta1 or None, None), got {betas!r}")
         if betas[1] is not None:
             raise ValueError("betas: beta2 follows the PaLM schedule (set beta2_scale); pass betas=(beta1, None)")
         beta = beta if betas[0] is None else betas[0]
-        super().__init__(params, sf_adamw_chain(), lr=lr, betas=(beta, palm_beta2()), eps=eps,
+        super().__init__(params, sf_adamw_chain(), compile=compile, lr=lr, betas=(beta, palm_beta2()), eps=eps,
                          weight_decay=weight_decay, warmup_steps=warmup_steps, r=r,
                          weight_lr_power=weight_lr_power, beta2_scale=beta2_scale)

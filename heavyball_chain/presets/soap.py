@@ -87,8 +87,8 @@ class ForeachSOAP(_SOAP):
 
     def __init__(self, params, lr=3e-3, betas=(0.9, 0.95), shampoo_beta=None, eps=1e-8, weight_decay=0.01,
                  precondition_frequency=2, max_precond_dim=2048, merge_dims=True, precondition_1d=False,
-                 normalize_grads=False, data_format="channels_first", correct_bias=True, warmup_steps=1):
-        self._build(params, every(), lr=lr, betas=tuple(betas), shampoo_beta=shampoo_beta, eps=eps,
+                 normalize_grads=False, data_format="channels_first", correct_bias=True, warmup_steps=1, compile=False):
+        self._build(params, every(), compile=compile, lr=lr, betas=tuple(betas), shampoo_beta=shampoo_beta, eps=eps,
                     weight_decay=weight_decay, precondition_frequency=precondition_frequency,
                     max_precond_dim=max_precond_dim, merge_dims=merge_dims, precondition_1d=precondition_1d,
                     normalize_grads=normalize_grads, data_format=data_format, correct_bias=correct_bias,
@@ -101,9 +101,9 @@ class PaLMForeachSOAP(_SOAP):
     def __init__(self, params, lr=3e-3, beta=0.9, betas=(None, None), shampoo_beta=None, eps=1e-8,
                  weight_decay=0.01, precondition_frequency=2, max_precond_dim=2048, merge_dims=True,
                  precondition_1d=False, normalize_grads=False, data_format="channels_first", correct_bias=True,
-                 warmup_steps=1, beta2_scale=0.8):
+                 warmup_steps=1, beta2_scale=0.8, compile=False):
         betas = _palm_betas(beta, betas)
-        self._build(params, every(), lr=lr, betas=betas, shampoo_beta=shampoo_beta, eps=eps,
+        self._build(params, every(), compile=compile, lr=lr, betas=betas, shampoo_beta=shampoo_beta, eps=eps,
                     weight_decay=weight_decay, precondition_frequency=precondition_frequency,
                     max_precond_dim=max_precond_dim, merge_dims=merge_dims, precondition_1d=precondition_1d,
                     normalize_grads=normalize_grads, data_format=data_format, correct_bias=correct_bias,
@@ -119,9 +119,9 @@ class PrecondScheduleForeachSOAP(_SOAP):
     def __init__(self, params, lr=3e-3, betas=(0.9, 0.95), shampoo_beta=None, eps=1e-8, weight_decay=0.01,
                  precondition_frequency=2, max_precond_dim=2048, merge_dims=True, precondition_1d=False,
                  normalize_grads=False, data_format="channels_first", correct_bias=True, warmup_steps=1,
-                 precond_scheduler=(1 / 3, 9)):
+                 precond_scheduler=(1 / 3, 9), compile=False):
         _no_frequency(precondition_frequency)
-        self._build(params, precond_schedule(), lr=lr, betas=tuple(betas), shampoo_beta=shampoo_beta,
+        self._build(params, precond_schedule(), compile=compile, lr=lr, betas=tuple(betas), shampoo_beta=shampoo_beta,
                     eps=eps, weight_decay=weight_decay, max_precond_dim=max_precond_dim, merge_dims=merge_dims,
                     precondition_1d=precondition_1d, normalize_grads=normalize_grads, data_format=data_format,
                     correct_bias=correct_bias, warmup_steps=warmup_steps, precond_scheduler=tuple(precond_scheduler))
@@ -133,10 +133,10 @@ class PrecondSchedulePaLMForeachSOAP(_SOAP):
     def __init__(self, params, lr=3e-3, beta=0.9, shampoo_beta=None, eps=1e-8, weight_decay=0.01,
                  precondition_frequency=2, max_precond_dim=2048, merge_dims=True, precondition_1d=False,
                  normalize_grads=False, data_format="channels_first", correct_bias=True, warmup_steps=1,
-                 precond_scheduler=(1 / 3, 9), betas=(None, None), beta2_scale=0.8):
+                 precond_scheduler=(1 / 3, 9), betas=(None, None), beta2_scale=0.8, compile=False):
         _no_frequency(precondition_frequency)
         betas = _palm_betas(beta, betas)
-        self._build(params, precond_schedule(), lr=lr, betas=betas, shampoo_beta=shampoo_beta,
+        self._build(params, precond_schedule(), compile=compile, lr=lr, betas=betas, shampoo_beta=shampoo_beta,
                     eps=eps, weight_decay=weight_decay, max_precond_dim=max_precond_dim, merge_dims=merge_dims,
                     precondition_1d=precondition_1d, normalize_grads=normalize_grads, data_format=data_format,
                     correct_bias=correct_bias, warmup_steps=warmup_steps, precond_scheduler=tuple(precond_scheduler),
@@ -150,9 +150,9 @@ class SFPaLMForeachSOAP(_SOAP):
     def __init__(self, params, lr=3e-3, beta=0.9, beta2_scale=0.8, eps=1e-8, weight_decay=0.01,
                  precondition_frequency=2, max_precond_dim=2048, merge_dims=True, precondition_1d=False,
                  normalize_grads=False, data_format="channels_first", correct_bias=True, warmup_steps=1, r=0.0,
-                 weight_lr_power=2.0, gradient_clip_val=0.1, betas=(None, None)):
+                 weight_lr_power=2.0, gradient_clip_val=0.1, betas=(None, None), compile=False):
         betas = _palm_betas(beta, betas)
-        self._build(params, every(), sf=True, lr=lr, betas=betas, eps=eps,
+        self._build(params, every(), compile=compile, sf=True, lr=lr, betas=betas, eps=eps,
                     weight_decay=weight_decay, precondition_frequency=precondition_frequency,
                     max_precond_dim=max_precond_dim, merge_dims=merge_dims, precondition_1d=precondition_1d,
                     normalize_grads=normalize_grads, data_format=data_format, correct_bias=correct_bias,
@@ -167,10 +167,11 @@ class PrecondScheduleSFPaLMForeachSOAP(_SOAP):
     def __init__(self, params, lr=3e-3, beta=0.9, beta2_scale=0.8, eps=1e-8, weight_decay=0.01,
                  precondition_frequency=2, max_precond_dim=2048, merge_dims=True, precondition_1d=False,
                  normalize_grads=False, data_format="channels_first", correct_bias=True, warmup_steps=1, r=0.0,
-                 weight_lr_power=2.0, gradient_clip_val=0.1, precond_scheduler=(1 / 3, 9), betas=(None, None)):
+                 weight_lr_power=2.0, gradient_clip_val=0.1, precond_scheduler=(1 / 3, 9), betas=(None, None),
+                 compile=False):
         _no_frequency(precondition_frequency)
         betas = _palm_betas(beta, betas)
-        self._build(params, precond_schedule(), sf=True, lr=lr, betas=betas, eps=eps,
+        self._build(params, precond_schedule(), compile=compile, sf=True, lr=lr, betas=betas, eps=eps,
                     weight_decay=weight_decay, max_precond_dim=max_precond_dim, merge_dims=merge_dims,
                     precondition_1d=precondition_1d, normalize_grads=normalize_grads, data_format=data_format,
                     correct_bias=correct_bias, warmup_steps=warmup_steps, r=r, weight_lr_power=weight_lr_power,

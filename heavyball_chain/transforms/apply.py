@@ -64,6 +64,11 @@ class StochasticWriter:
             stochastic_round_(p, v, gen)
 
 
+def _fuse_fp32_write(bucket: Bucket) -> tuple | None:
+    """The compiled path writes fp32 parameters in place; other dtypes are rounded eagerly."""
+    return () if bucket.params[0].dtype == torch.float32 else None
+
+
 class apply_updates(Transform):  # noqa: N801 - optax-style transform name
     """``p = p + u``, computed in fp32; low-precision parameters get round-to-nearest."""
 
@@ -77,6 +82,13 @@ class apply_updates(Transform):  # noqa: N801 - optax-style transform name
             for p, v in zip(bucket.params, p32):
                 p.copy_(v)
         return updates
+
+    def fuse(self, bucket):
+        return _fuse_fp32_write(bucket)
+
+    def fused(self, u, p, state, s):
+        p.add_(u)
+        return u
 
 
 class stochastic_round_apply(Transform):  # noqa: N801
@@ -101,3 +113,10 @@ class stochastic_round_apply(Transform):  # noqa: N801
         torch._foreach_add_(p32, updates)
         self.writer.write(bucket, p32)
         return updates
+
+    def fuse(self, bucket):
+        return _fuse_fp32_write(bucket)
+
+    def fused(self, u, p, state, s):
+        p.add_(u)
+        return u

@@ -26,6 +26,11 @@ def _ema_sq_(v: list[torch.Tensor], g: list[torch.Tensor], beta: float) -> None:
     torch._foreach_addcmul_(v, g, g, value=1 - beta)
 
 
+def _ema_sq_one_(v: torch.Tensor, g: torch.Tensor, beta: torch.Tensor, one_minus_beta: torch.Tensor) -> None:
+    """``_ema_sq_`` on one tensor, for the compiled path (same operation order)."""
+    v.mul_(beta).add_(one_minus_beta * g * g)
+
+
 def _denominator(v: list[torch.Tensor], eps: float) -> list[torch.Tensor]:
     """``max(sqrt(v), eps)`` as new tensors."""
     denom = torch._foreach_sqrt(v)
@@ -72,6 +77,18 @@ class scale_by_adam(Transform):  # noqa: N801 - optax-style transform name
         _ema_sq_(v, updates, beta_debias(b2, bucket.step))
         return _div_into_(m, _denominator(v, bucket.hp("eps")))
 
+    fused_state = ("exp_avg", "exp_avg_sq")
+
+    def fuse(self, bucket):
+        b1, b2 = (beta_debias(b, bucket.step) for b in bucket.hp("betas"))
+        return 1 - b1, b2, 1 - b2, bucket.hp("eps")
+
+    def fused(self, u, p, state, s):
+        m, v = state
+        m.lerp_(u, s[0])
+        _ema_sq_one_(v, u, s[1], s[2])
+        return m / torch.maximum(v.sqrt(), s[3])
+
     def state_bytes(self, p, group):
         return _fp32_bytes(p, 2)
 
@@ -103,6 +120,18 @@ class scale_by_laprop(Transform):  # noqa: N801
         torch._foreach_addcdiv_(m, updates, denom, value=1 - b1)
         torch._foreach_copy_(denom, m)  # u = m in the spent temporary: the next transform may overwrite it
         return Fresh(denom)
+
+    fused_state = ("exp_avg", "exp_avg_sq")
+
+    def fuse(self, bucket):
+        b1, b2 = (beta_debias(b, bucket.step) for b in bucket.hp("betas"))
+        return b2, 1 - b2, b1, 1 - b1, bucket.hp("eps")
+
+    def fused(self, u, p, state, s):
+        m, v = state
+        _ema_sq_one_(v, u, s[0], s[1])
+        m.mul_(s[2]).add_(s[3] * (u / torch.maximum(v.sqrt(), s[4])))
+        return m
 
     def state_bytes(self, p, group):
         return _fp32_bytes(p, 2)
@@ -145,6 +174,23 @@ class scale_by_adopt(Transform):  # noqa: N801
         _ema_sq_(v, updates, beta_debias(b2, t))
         return Fresh(out) if out is not None else None  # the replaced m is referenced by nobody
 
+    fused_state = ("exp_avg", "exp_avg_sq")
+
+    def fuse(self, bucket):
+        t = bucket.step
+        if t <= 2:  # steps 1 and 2 produce no update: eager
+            return None
+        b1, b2 = bucket.hp("betas")
+        b1, b2 = beta_debias(b1, t - 1), beta_debias(b2, t)
+        return b1, 1 - b1, bucket.hp("eps"), b2, 1 - b2
+
+    def fused(self, u, p, state, s):
+        m, v = state
+        out = m.clone()
+        m.mul_(s[0]).add_(s[1] * (u / torch.maximum(v.sqrt(), s[2])))
+        _ema_sq_one_(v, u, s[3], s[4])
+        return out
+
     def state_bytes(self, p, group):
         return _fp32_bytes(p, 2)
 
@@ -170,6 +216,17 @@ class scale_by_rms(Transform):  # noqa: N801
         v = bucket.state("exp_avg_sq")
         _ema_sq_(v, updates, beta_debias(bucket.hp("betas")[1], bucket.step))
         return _div_into_(updates, _denominator(v, bucket.hp("eps")))
+
+    fused_state = ("exp_avg_sq",)
+
+    def fuse(self, bucket):
+        b2 = beta_debias(bucket.hp("betas")[1], bucket.step)
+        return b2, 1 - b2, bucket.hp("eps")
+
+    def fused(self, u, p, state, s):
+        (v,) = state
+        _ema_sq_one_(v, u, s[0], s[1])
+        return u / torch.maximum(v.sqrt(), s[2])
 
     def state_bytes(self, p, group):
         return _fp32_bytes(p, 1)

@@ -31,6 +31,12 @@ class add_decayed_weights(Transform):  # noqa: N801 - optax-style transform name
             return updates
         return Fresh(torch._foreach_add(updates, bucket.params_fp32(), alpha=wd))
 
+    def fuse(self, bucket):
+        return (bucket.hp("weight_decay"),)
+
+    def fused(self, u, p, state, s):
+        return u + s[0] * p.float()
+
 
 class scale_by_learning_rate(Transform):  # noqa: N801
     """``u = -lr_t u`` with linear warmup ``lr_t = lr * min(t / warmup_steps, 1)``.
@@ -47,12 +53,20 @@ class scale_by_learning_rate(Transform):  # noqa: N801
             "warmup_steps": Hyper(warmup_steps, non_negative_int),
         }
 
-    def update(self, updates, bucket):
+    def _lr(self, bucket) -> float:
         lr = bucket.hp("lr")
         warmup = bucket.hp("warmup_steps")
-        if warmup > 0:
-            lr = lr * min(bucket.step / warmup, 1)
+        return lr * min(bucket.step / warmup, 1) if warmup > 0 else lr
+
+    def update(self, updates, bucket):
+        lr = self._lr(bucket)
         if isinstance(updates, Fresh):
             torch._foreach_mul_(updates, -lr)
             return updates
         return Fresh(torch._foreach_mul(updates, -lr))
+
+    def fuse(self, bucket):
+        return (-self._lr(bucket),)
+
+    def fused(self, u, p, state, s):
+        return u * s[0]

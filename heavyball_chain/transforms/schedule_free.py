@@ -58,22 +58,39 @@ class schedule_free(Transform):  # noqa: N801 - optax-style transform name
         lr, warmup = bucket.hp("lr"), bucket.hp("warmup_steps")
         return lr * min(bucket.step / warmup, 1) if warmup > 0 else lr
 
-    def update(self, updates, bucket):
+    def _coefficients(self, bucket: Bucket) -> tuple[float, float, float]:
+        """This step's ``(c_t, lr_t (b1 (1 - c_t) - 1), -lr_t)``; records the new weight sum."""
         if not all(bucket.state("train_mode")):
             raise RuntimeError("step() called in eval mode: call optimizer.train() before training")
-        t = bucket.step
         lr = self._lr(bucket)
         b1 = bucket.hp("betas")[0]
-        weight = t ** bucket.hp("r") * lr ** bucket.hp("weight_lr_power")
+        weight = bucket.step ** bucket.hp("r") * lr ** bucket.hp("weight_lr_power")
         weight_sum = bucket.states[0][bucket.key("weight_sum")] + weight
         c = weight / weight_sum if weight_sum > 0 else 0.0
+        bucket.set_state("weight_sum", [weight_sum] * len(bucket.params))
+        return c, lr * (b1 * (1 - c) - 1), -lr
+
+    def update(self, updates, bucket):
+        c, k, minus_lr = self._coefficients(bucket)
         y, z = bucket.params_fp32(), bucket.state("z")
         torch._foreach_lerp_(y, z, c)
-        torch._foreach_add_(y, updates, alpha=lr * (b1 * (1 - c) - 1))
-        torch._foreach_add_(z, updates, alpha=-lr)
+        torch._foreach_add_(y, updates, alpha=k)
+        torch._foreach_add_(z, updates, alpha=minus_lr)
         self.writer.write(bucket, y)
-        bucket.set_state("weight_sum", [weight_sum] * len(bucket.params))
         return updates
+
+    fused_state = ("z",)
+
+    def fuse(self, bucket):
+        if bucket.params[0].dtype != torch.float32:  # bf16 parameters: stochastic rounding, eager
+            return None
+        return self._coefficients(bucket)
+
+    def fused(self, u, p, state, s):
+        (z,) = state
+        p.lerp_(z, s[0]).add_(s[1] * u)
+        z.add_(s[2] * u)
+        return u
 
     def _swap(self, bucket: Bucket, to_train: bool) -> None:
         if all(m == to_train for m in bucket.state("train_mode")):
