@@ -67,7 +67,9 @@ class Fuser:
     """
 
     def __init__(self, **compile_options: Any):
-        self.compile_options = {"fullgraph": True, "dynamic": True, **compile_options}
+        # dynamic_threads: without it inductor emits no OpenMP loop for a dynamic-size kernel (1 core)
+        self.compile_options = {"fullgraph": True, "dynamic": True, "options": {"cpp.dynamic_threads": True},
+                                **compile_options}
         self._kernels: dict[tuple, Any] = {}
 
     def _compiled(self, key: tuple, returns: bool):
