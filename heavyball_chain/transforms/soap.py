@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from ..core import Bucket, Hyper, Schedule, Transform, betas_pair, non_negative_int, positive, positive_int, zeros_fp32
+from ..core import Bucket, Fresh, Hyper, Schedule, Transform, betas_pair, non_negative_int, positive, positive_int, zeros_fp32
 from .moments import beta_debias
 from .sharded import owner_computes
 
@@ -154,6 +154,13 @@ def _layout(p: torch.Tensor, group: dict) -> tuple[tuple[int, ...], tuple[bool, 
 
 def _rotate(x: torch.Tensor, qs: list[torch.Tensor | None], back: bool) -> torch.Tensor:
     """``x ×_i Q_i^T`` (or ``×_i Q_i`` with ``back``) for a stack ``x`` of shape ``[B, *shape]``."""
+    if len(qs) == 2:  # matrices: Q_0^T x Q_1 (back: Q_0 x Q_1^T), transposes as BLAS flags, no copies
+        q0, q1 = qs
+        if q0 is not None:
+            x = torch.bmm(q0 if back else q0.mT, x)
+        if q1 is not None:
+            x = torch.bmm(x, q1.mT if back else q1)
+        return x
     for i, q in enumerate(qs):
         if q is None:
             continue
@@ -166,6 +173,8 @@ def _rotate(x: torch.Tensor, qs: list[torch.Tensor | None], back: bool) -> torch
 
 def _outer(x: torch.Tensor, i: int) -> torch.Tensor:
     """``G_(i) G_(i)^T`` for every element of the stack ``x`` (``[B, d_i, d_i]``)."""
+    if x.dim() == 3:  # matrices: G G^T or G^T G without a transposing copy
+        return torch.bmm(x, x.mT) if i == 0 else torch.bmm(x.mT, x)
     g = x.movedim(i + 1, 1).reshape(x.shape[0], x.shape[i + 1], -1)
     return torch.bmm(g, g.transpose(1, 2))
 
@@ -292,70 +301,61 @@ class soap_precondition(Transform):  # noqa: N801 - optax-style transform name
         refresh = self.refresh.at(t, group)
         eps = group["eps"]
 
-        # rotate the gradients (old basis), then the elementwise moments over the whole bucket
-        g_rot: list[torch.Tensor] = [None] * len(updates)  # type: ignore[list-item]
-        stacks = {}
-        for key, idx in classes.items():
-            shape, pre = key
-            g = torch.stack([updates[j].reshape(shape) for j in idx])
-            qs = [self._stack(bucket, idx, f"Q{i}") if on else None for i, on in enumerate(pre)]
-            stacks[key] = (g, qs)
-            rotated = _rotate(g, qs, back=False)
-            for k, j in enumerate(idx):
-                g_rot[j] = rotated[k].reshape(updates[j].shape)
-        v = bucket.state("exp_avg_sq")
-        torch._foreach_mul_(v, b2)
-        torch._foreach_addcmul_(v, g_rot, g_rot, value=1 - b2)
-        denom = torch._foreach_sqrt(v)
-        torch._foreach_maximum_(denom, eps)
-        if self.first_moment:
-            m = bucket.state("exp_avg")
-            torch._foreach_mul_(m, b1)
-            torch._foreach_add_(m, updates, alpha=1 - b1)
-
         out: list[torch.Tensor] = [None] * len(updates)  # type: ignore[list-item]
-        for key, idx in classes.items():
-            shape, pre = key
-            g, qs = stacks[key]
+        for (shape, pre), idx in classes.items():
+            g = torch.stack([updates[j].reshape(shape) for j in idx])
+            qs = [self._stacked(bucket, idx, f"Q{i}", None) if on else None for i, on in enumerate(pre)]
+            g_rot = _rotate(g, qs, back=False)
+            v = self._stacked(bucket, idx, "exp_avg_sq", shape)
+            v.mul_(b2).addcmul_(g_rot, g_rot, value=1 - b2)
+            denom = v.sqrt().clamp_min_(eps)
+            num = m = g_rot
             if self.first_moment:
-                num = _rotate(torch.stack([m[j].reshape(shape) for j in idx]), qs, back=False)
-            else:
-                num = torch.stack([g_rot[j].reshape(shape) for j in idx])
-            num = num / torch.stack([denom[j].reshape(shape) for j in idx])
+                m = self._stacked(bucket, idx, "exp_avg", shape)
+                m.mul_(b1).add_(g, alpha=1 - b1)
+                num = _rotate(m, qs, back=False)
+            # divide in place only into a temporary of this step (with no factor, num is the state m)
+            num = num / denom if num is m or num is g_rot else num.div_(denom)
             u = _rotate(num, qs, back=True)
             for k, j in enumerate(idx):
-                out[j] = u[k].reshape(updates[j].shape)
+                out[j] = u[k].view(updates[j].shape)
             for i, on in enumerate(pre):
                 if not on:
                     continue
-                gg = self._stack(bucket, idx, f"GG{i}").lerp_(_outer(g, i), 1 - shampoo)
-                self._store(bucket, idx, f"GG{i}", gg)
+                gg = self._stacked(bucket, idx, f"GG{i}", None).lerp_(_outer(g, i), 1 - shampoo)
                 if refresh:
                     q, order = _refresh(gg, qs[i])
                     self._store(bucket, idx, f"Q{i}", q)
-                    self._reorder(v, idx, shape, i, order)
+                    index = order.view(order.shape[0], *[-1 if d == i else 1 for d in range(len(shape))])
+                    v.copy_(v.gather(i + 1, index.expand_as(v)))  # v stays aligned with Q's columns
         if group["normalize_grads"]:
             rms = torch._foreach_norm(out)
             out = [u / (1e-30 + r / math.sqrt(max(u.numel(), 1))) for u, r in zip(out, rms)]
-        return out
+        return Fresh(out)  # slices of this step's temporaries: the next transform may overwrite them
 
     # -- helpers -------------------------------------------------------------------------
 
-    def _stack(self, bucket: Bucket, idx: list[int], name: str) -> torch.Tensor:
+    def _stacked(self, bucket: Bucket, idx: list[int], name: str, shape) -> torch.Tensor:
+        """State ``name`` of parameters ``idx`` as one ``[B, *shape]`` tensor whose slices *are* the
+        per-parameter state tensors (views). Built once (or after ``load_state_dict`` copied the
+        state apart); every later step gets it for free, with no stacking copy."""
         key = bucket.key(name)
-        return torch.stack([bucket.states[j][key] for j in idx])
+        tensors = [bucket.states[j][key] for j in idx]
+        base = tensors[0]._base
+        if (base is not None and base.shape[0] == len(idx)
+                and all(t._base is base and t.data_ptr() == base[k].data_ptr() for k, t in enumerate(tensors))):
+            return base
+        base = torch.stack([t if shape is None else t.reshape(shape) for t in tensors])
+        for k, (j, t) in enumerate(zip(idx, tensors)):
+            bucket.states[j][key] = base[k].view(t.shape)
+        return base
 
     def _store(self, bucket: Bucket, idx: list[int], name: str, stacked: torch.Tensor) -> None:
-        key = bucket.key(name)
-        for k, j in enumerate(idx):
-            state = bucket.states[j]
-            if key in state:
-                state[key].copy_(stacked[k])
-            else:
-                state[key] = stacked[k].clone()
+        """Make ``stacked`` (``[B, ...]``) the state ``name`` of parameters ``idx`` (as views).
 
-    @staticmethod
-    def _reorder(v: list[torch.Tensor], idx: list[int], shape, dim: int, order: torch.Tensor) -> None:
-        """Permute each ``v`` (rotated second moment) along merged dimension ``dim`` by ``order``."""
+        Row-major, whatever LAPACK returned (QR's Q is column-major): a resumed run restacks
+        the state row-major, and matmuls round differently on other layouts."""
+        key = bucket.key(name)
+        stacked = stacked.contiguous()
         for k, j in enumerate(idx):
-            v[j].copy_(v[j].reshape(shape).index_select(dim, order[k]).reshape(v[j].shape))
+            bucket.states[j][key] = stacked[k]
