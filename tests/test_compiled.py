@@ -148,12 +148,18 @@ def test_schedule_free_eval_train_compiled():
         c_opt.step()
 
 
-def test_one_element_and_non_contiguous_parameters():
-    """Sizes 0/1 get their own graph; a non-contiguous parameter is passed unflattened."""
+def test_large_small_one_element_and_non_contiguous_parameters():
+    """Large tensors get a kernel call each (non-contiguous ones unflattened); small ones are
+    concatenated into one call and copied back (non-contiguous ones too); a lone small tensor
+    (here a 1-element one, a graph of its own) is called directly."""
+    from heavyball_chain.compiled import SMALL
+
     def params():
         torch.manual_seed(0)
-        base = torch.randn(6, 4)
-        return [torch.nn.Parameter(torch.randn(1)), torch.nn.Parameter(base.t()), torch.nn.Parameter(torch.randn(7))]
+        wide = torch.randn(SMALL // 64, 128)  # 2 * SMALL elements
+        return [torch.nn.Parameter(torch.randn(1)), torch.nn.Parameter(torch.randn(6, 4).t()),
+                torch.nn.Parameter(torch.randn(7)), torch.nn.Parameter(torch.randn(SMALL // 32, 64)),
+                torch.nn.Parameter(wide.t())]
 
     results = []
     for compile in (False, True):
@@ -165,9 +171,14 @@ def test_one_element_and_non_contiguous_parameters():
                 p.grad = torch.randn(p.shape, generator=gen)
             opt.step()
         results.append(ps)
-    assert not results[1][1].is_contiguous()
+    assert not results[1][1].is_contiguous() and not results[1][4].is_contiguous()
     for p, q in zip(*results):
         torch.testing.assert_close(p, q, atol=ATOL, rtol=0)
+    one = [hc.ForeachAdamW([torch.nn.Parameter(torch.ones(1))], lr=1e-2, compile=c) for c in (False, True)]
+    for opt in one:
+        opt.param_groups[0]["params"][0].grad = torch.full((1,), 0.5)
+        opt.step()
+    torch.testing.assert_close(*(o.param_groups[0]["params"][0] for o in one), atol=ATOL, rtol=0)
 
 
 def test_compile_argument_is_checked():
