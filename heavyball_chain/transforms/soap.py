@@ -189,14 +189,31 @@ def _eigenbasis(gg: torch.Tensor) -> torch.Tensor:
     return q.flip(-1)
 
 
-def _refresh(gg: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One power iteration + QR; returns the new basis and the column order applied."""
-    t = torch.bmm(gg, q)
-    estimated = (q * t).sum(dim=1)  # diag(Q^T GG Q), per column
-    order = torch.argsort(estimated, dim=-1, descending=True)
-    t = t.gather(2, order.unsqueeze(1).expand_as(t))
-    # the Q of QR without forming R: same LAPACK Householder reflectors, bit-identical, ~10% cheaper
-    return torch.linalg.householder_product(*torch.geqrf(t)), order
+def _refresh_(gg: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """One power iteration + QR, writing the new basis into the stack ``q``; returns the column
+    order applied (``[B, d]``). One matrix at a time: LAPACK's QR is per matrix anyway, and the
+    temporaries stay those of one matrix (a 4096-wide factor's are 64 MB each), not of the stack."""
+    orders = []
+    for k in range(q.shape[0]):
+        t = gg[k] @ q[k]
+        estimated = (q[k] * t).sum(dim=0)  # diag(Q^T GG Q), per column
+        order = torch.argsort(estimated, descending=True)
+        h, tau = torch.geqrf(t[:, order])
+        del t
+        # the Q of QR without forming R: same LAPACK Householder reflectors, bit-identical, ~10% cheaper
+        q[k].copy_(torch.linalg.householder_product(h, tau))
+        orders.append(order)
+    return torch.stack(orders)
+
+
+def _update_factor_(gg: torch.Tensor, x: torch.Tensor, i: int, beta: float) -> None:
+    """``GG_i = beta GG_i + (1 - beta) G_(i) G_(i)^T`` in place (for matrices inside the matmul,
+    with no ``d x d`` temporary)."""
+    if x.dim() == 3:
+        a, b = (x, x.mT) if i == 0 else (x.mT, x)
+        gg.baddbmm_(a, b, beta=beta, alpha=1 - beta)
+    else:
+        gg.lerp_(_outer(x, i), 1 - beta)
 
 
 # --------------------------------------------------------------------------- the transform
@@ -288,7 +305,8 @@ class soap_precondition(Transform):  # noqa: N801 - optax-style transform name
                 for i, on in enumerate(pre):
                     if on:
                         gg = _outer(g, i)
-                        q, _ = _refresh(gg, _eigenbasis(gg))
+                        q = _eigenbasis(gg).contiguous()
+                        _refresh_(gg, q)
                         self._store(bucket, idx, f"GG{i}", gg)
                         self._store(bucket, idx, f"Q{i}", q)
             return None
@@ -303,35 +321,46 @@ class soap_precondition(Transform):  # noqa: N801 - optax-style transform name
 
         out: list[torch.Tensor] = [None] * len(updates)  # type: ignore[list-item]
         for (shape, pre), idx in classes.items():
-            g = torch.stack([updates[j].reshape(shape) for j in idx])
-            qs = [self._stacked(bucket, idx, f"Q{i}", None) if on else None for i, on in enumerate(pre)]
-            g_rot = _rotate(g, qs, back=False)
-            v = self._stacked(bucket, idx, "exp_avg_sq", shape)
-            v.mul_(b2).addcmul_(g_rot, g_rot, value=1 - b2)
-            denom = v.sqrt().clamp_min_(eps)
-            num = m = g_rot
-            if self.first_moment:
-                m = self._stacked(bucket, idx, "exp_avg", shape)
-                m.mul_(b1).add_(g, alpha=1 - b1)
-                num = _rotate(m, qs, back=False)
-            # divide in place only into a temporary of this step (with no factor, num is the state m)
-            num = num / denom if num is m or num is g_rot else num.div_(denom)
-            u = _rotate(num, qs, back=True)
+            u = self._step_class(bucket, idx, shape, pre, updates, b1, b2, eps, shampoo, refresh)
             for k, j in enumerate(idx):
                 out[j] = u[k].view(updates[j].shape)
-            for i, on in enumerate(pre):
-                if not on:
-                    continue
-                gg = self._stacked(bucket, idx, f"GG{i}", None).lerp_(_outer(g, i), 1 - shampoo)
-                if refresh:
-                    q, order = _refresh(gg, qs[i])
-                    self._store(bucket, idx, f"Q{i}", q)
-                    index = order.view(order.shape[0], *[-1 if d == i else 1 for d in range(len(shape))])
-                    v.copy_(v.gather(i + 1, index.expand_as(v)))  # v stays aligned with Q's columns
         if group["normalize_grads"]:
             rms = torch._foreach_norm(out)
             out = [u / (1e-30 + r / math.sqrt(max(u.numel(), 1))) for u, r in zip(out, rms)]
         return Fresh(out)  # slices of this step's temporaries: the next transform may overwrite them
+
+    def _step_class(self, bucket, idx, shape, pre, updates, b1, b2, eps, shampoo, refresh) -> torch.Tensor:
+        """One step for the parameters ``idx`` of one merged shape, as stacks; returns the updates
+        ``[B, *shape]``. A method of its own so its temporaries are freed before the next class."""
+        g = updates[idx[0]].reshape(shape)[None] if len(idx) == 1 else torch.stack(
+            [updates[j].reshape(shape) for j in idx])
+        qs = [self._stacked(bucket, idx, f"Q{i}", None) if on else None for i, on in enumerate(pre)]
+        g_rot = _rotate(g, qs, back=False)
+        v = self._stacked(bucket, idx, "exp_avg_sq", shape)
+        v.mul_(b2).addcmul_(g_rot, g_rot, value=1 - b2)
+        denom = v.sqrt().clamp_min_(eps)
+        if self.first_moment:
+            m = self._stacked(bucket, idx, "exp_avg", shape)
+            m.mul_(b1).add_(g, alpha=1 - b1)
+            del g_rot
+            num = _rotate(m, qs, back=False)
+            num = num / denom if num is m else num.div_(denom)  # without factors num is the state m
+        else:
+            num = g_rot / denom
+            del g_rot
+        del denom
+        u = _rotate(num, qs, back=True)
+        del num
+        for i, on in enumerate(pre):
+            if not on:
+                continue
+            gg = self._stacked(bucket, idx, f"GG{i}", None)
+            _update_factor_(gg, g, i, shampoo)
+            if refresh:
+                order = _refresh_(gg, qs[i])  # qs[i] is the state: refreshed in place
+                index = order.view(order.shape[0], *[-1 if d == i else 1 for d in range(len(shape))])
+                v.copy_(v.gather(i + 1, index.expand_as(v)))  # v stays aligned with Q's columns
+        return u
 
     # -- helpers -------------------------------------------------------------------------
 
