@@ -141,3 +141,17 @@ def test_bad_option_through_the_console_entry_point(tmp_path):
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
     assert "--out: cannot write" in proc.stderr
+
+
+def test_bench_compile_runs_presets_compiled_and_baselines_eagerly(tmp_path):
+    """--compile: presets compile (same losses as eager up to fp32 rounding); torch baselines
+    have no compiled form and say so once on stderr."""
+    args = ["bench", "--tasks", "quadratic", "--optimizers", "ForeachAdamW,torch.SGD", "--steps", "6"]
+    eager, compiled = cli(*args, "--out", str(tmp_path / "e")), cli(*args, "--compile", "--out", str(tmp_path / "c"))
+    assert eager.returncode == 0 and compiled.returncode == 0, compiled.stderr
+    note = [line for line in compiled.stderr.splitlines() if line.startswith("note: --compile")]
+    assert len(note) == 1 and "torch.SGD" in note[0] and "ForeachAdamW" not in note[0]
+    runs = {r["optimizer"]: r for r in data_runs(tmp_path / "c")}
+    for r in data_runs(tmp_path / "e"):
+        assert runs[r["optimizer"]]["final_train"] == pytest.approx(r["final_train"], rel=1e-5)
+    assert json.loads((tmp_path / "c" / "bench.json").read_text())["config"]["compile"] is True
