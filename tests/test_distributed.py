@@ -80,6 +80,13 @@ def test_fsdp2_equals_single_process(results, name):
     assert max((ref[n] - common.make_model().state_dict()[n]).abs().max() for n in ref) > 1e-3
 
 
+@pytest.mark.parametrize("name", ["ForeachAdamW", "ForeachSFAdamW", "PaLMForeachSOAP"])
+def test_fsdp2_compiled_equals_single_process(results, name):
+    """compile=True on sharded parameters: the kernels run on the local shards (SOAP's tail after
+    the owner's whole-matrix step); same tolerance as eager."""
+    assert_params_close(results[0]["fsdp_compiled"][name], reference(name), name)
+
+
 @pytest.mark.parametrize("name", [n for n in PRESETS if "SOAP" in n])
 def test_fsdp2_soap_state_lives_on_one_owner_per_matrix(results, name):
     """Each of the 6 parameters' SOAP state is on exactly one rank, and both ranks own some."""

@@ -26,6 +26,9 @@ import common  # noqa: E402
 import heavyball_chain as hc  # noqa: E402
 
 
+COMPILED = ("ForeachAdamW", "ForeachSFAdamW", "PaLMForeachSOAP")
+
+
 def full(model):
     return {n: (p.full_tensor() if isinstance(p, torch.distributed.tensor.DTensor) else p).detach().clone()
             for n, p in model.named_parameters()}
@@ -62,6 +65,11 @@ def run(rank: int, world: int, out: str, port: int) -> None:
             results["fsdp_eval"][name] = full(model)
             opt.train()
         results["fsdp"][name] = full(model)
+        if name in COMPILED:  # compile=True on the local shards
+            model = shard(common.make_model(), mesh)
+            opt = cls(model.parameters(), compile=True, **kwargs)
+            common.train(model, opt, common.STEPS, rank, world)
+            results.setdefault("fsdp_compiled", {})[name] = full(model)
         owned = sum(any("soap/" in k for k in opt.state[p]) for p in model.parameters())
         counts = [None] * world
         dist.all_gather_object(counts, owned)
