@@ -166,9 +166,10 @@ class scale_by_adopt(Transform):  # noqa: N801
         out = None
         if t > 1:
             b1 = beta_debias(b1, t - 1)
-            denom = _denominator(v, bucket.hp("eps"))
-            new_m = torch._foreach_mul(m, b1)  # a fresh buffer: the old m is this step's output
-            torch._foreach_addcdiv_(new_m, updates, denom, value=1 - b1)
+            # the new m in the denominator's buffer (the old m is this step's output): one temporary
+            new_m = _div_into_(updates, _denominator(v, bucket.hp("eps")))
+            torch._foreach_mul_(new_m, 1 - b1)
+            torch._foreach_add_(new_m, m, alpha=b1)
             bucket.set_state("exp_avg", new_m)
             out = m if t > 2 else None
         _ema_sq_(v, updates, beta_debias(b2, t))
