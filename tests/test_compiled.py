@@ -122,6 +122,24 @@ def test_custom_chain_breaks_runs_at_unfusable_transforms():
     _assert_params_close(eager, compiled)
 
 
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_fused_utilities_equal_eager(nesterov):
+    """trace, clip_by_value, scale, identity and scale_by_sign in one fused run."""
+    def make_chain():
+        return hc.chain(T.clip_by_value(0.05), T.trace(0.9, nesterov=nesterov), T.identity(), T.scale(0.5),
+                        T.scale_by_learning_rate(), T.apply_updates())
+
+    eager, _ = _run(lambda ps: hc.ChainOptimizer(ps, make_chain(), lr=1e-2))
+    compiled, opt = _run(lambda ps: hc.ChainOptimizer(ps, make_chain(), lr=1e-2, compile=True))
+    _assert_params_close(eager, compiled)
+    assert len(opt._fuser._kernels) == 1  # the whole chain is one run
+    signs, _ = _run(lambda ps: hc.ChainOptimizer(ps, hc.chain(T.scale_by_sign(), T.scale_by_learning_rate(),
+                                                              T.apply_updates()), lr=1e-3, compile=True))
+    reference, _ = _run(lambda ps: hc.ChainOptimizer(ps, hc.chain(T.scale_by_sign(), T.scale_by_learning_rate(),
+                                                                  T.apply_updates()), lr=1e-3))
+    _assert_params_close(reference, signs)
+
+
 def test_resume_across_paths_and_pickle():
     """State is the same whichever path wrote it: eager -> compiled resume equals eager all along;
     a compiled optimizer deep-copies and pickles (kernels are rebuilt)."""

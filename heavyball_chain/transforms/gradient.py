@@ -47,6 +47,13 @@ class clip_by_value(Transform):  # noqa: N801
         torch._foreach_clamp_max_(out, d)
         return out
 
+    def fuse(self, bucket):
+        d = bucket.hp("max_delta")
+        return -d, d
+
+    def fused(self, u, p, state, s):
+        return torch.minimum(torch.maximum(u, s[0]), s[1])
+
 
 class add_noise(Transform):  # noqa: N801
     """Annealed Gaussian gradient noise (Neelakantan et al. 2015, arXiv 1511.06807):
@@ -104,6 +111,16 @@ class trace(Transform):  # noqa: N801
             return torch._foreach_add(updates, m, alpha=beta)
         return m
 
+    fused_state = ("momentum_buffer",)
+
+    def fuse(self, bucket):
+        return (bucket.hp("momentum"),)
+
+    def fused(self, u, p, state, s):
+        (m,) = state
+        m.mul_(s[0]).add_(u)
+        return u + s[0] * m if self.nesterov else m
+
     def state_bytes(self, p, group):
         return 4 * p.numel()
 
@@ -119,6 +136,12 @@ class scale_by_sign(Transform):  # noqa: N801
 
     def update(self, updates, bucket):
         return torch._foreach_sign(updates)
+
+    def fuse(self, bucket):
+        return ()
+
+    def fused(self, u, p, state, s):
+        return u.sign()
 
 
 class cautious(Transform):  # noqa: N801

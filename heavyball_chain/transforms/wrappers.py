@@ -32,6 +32,12 @@ class identity(Transform):  # noqa: N801 - optax-style transform name
     def update(self, updates, bucket):
         return updates
 
+    def fuse(self, bucket):
+        return ()
+
+    def fused(self, u, p, state, s):
+        return u
+
 
 class scale(Transform):  # noqa: N801
     """``u = c u`` for a constant ``c`` (use ``scale_by_learning_rate`` for a hyperparameter)."""
@@ -45,6 +51,12 @@ class scale(Transform):  # noqa: N801
 
     def update(self, updates, bucket):
         return torch._foreach_mul(updates, self.factor)
+
+    def fuse(self, bucket):
+        return (self.factor,)
+
+    def fused(self, u, p, state, s):
+        return u * s[0]
 
     def __repr__(self) -> str:
         return f"scale({self.factor:g})"
