@@ -91,6 +91,15 @@ class Fuser:
         return fn
 
     def run(self, parts: Sequence[FusedPart], updates: list[torch.Tensor], returns: bool):
+        try:
+            return self._run(parts, updates, returns)
+        except torch._dynamo.exc.TorchDynamoException as exc:
+            names = " -> ".join(part.transform.name for part in parts)
+            raise RuntimeError(f"compile=True: torch.compile failed on the fused run {names} ({type(exc).__name__}: "
+                               f"{str(exc).splitlines()[0] if str(exc) else ''}); pass compile=False to run "
+                               f"eagerly") from exc
+
+    def _run(self, parts: Sequence[FusedPart], updates: list[torch.Tensor], returns: bool):
         first = parts[0].bucket
         layout = tuple((part.transform, len(part.transform.fused_state), len(part.scalars)) for part in parts)
         kernel = self._compiled(tuple((id(t), n, m) for t, n, m in layout), returns)

@@ -199,6 +199,24 @@ def test_large_small_one_element_and_non_contiguous_parameters():
     torch.testing.assert_close(*(o.param_groups[0]["params"][0] for o in one), atol=ATOL, rtol=0)
 
 
+class _Untraceable(T.scale):
+    """A fused form dynamo cannot trace as one graph."""
+
+    name = "untraceable"
+
+    def fused(self, u, p, state, s):
+        torch._dynamo.graph_break()
+        return u * s[0]
+
+
+def test_a_failing_compile_names_the_run_and_the_way_out():
+    model = make_net(0)
+    opt = hc.ChainOptimizer(model.parameters(), hc.chain(_Untraceable(1.0), T.apply_updates()), compile=True)
+    with pytest.raises(RuntimeError, match=r"compile=True: torch.compile failed on the fused run "
+                                           r"untraceable -> apply_updates .*pass compile=False"):
+        train(model, opt, 1)
+
+
 def test_compile_argument_is_checked():
     with pytest.raises(TypeError, match="compile: expected True or False"):
         hc.ForeachAdamW([torch.nn.Parameter(torch.zeros(2))], compile="yes")
