@@ -11,7 +11,9 @@ What keeps it from recompiling:
 
 * Every number that may change between steps (lr from a scheduler, debiased betas, the
   schedule-free weight) is computed in Python by ``Transform.fuse`` and passed in one fp32
-  tensor, so dynamo never specialises on it. Python floats would become constants.
+  tensor, so dynamo never specialises on it. (A Python float is a constant to dynamo unless it
+  chooses to trace it symbolically, as torch 2.13 does under ``dynamic=True`` and older releases
+  in our supported range do not; a tensor is safe on all of them.)
 * Tensors are flattened to 1-D and compiled with dynamic shapes: one graph serves every
   parameter size (torch specialises sizes 0 and 1, so a 1-element tensor adds one graph).
 * Each run composition gets its own copy of the kernel's code object. dynamo caches compiled
@@ -85,7 +87,6 @@ class Fuser:
         if fn is None:
             code = _kernel.__code__.replace(co_name=f"fused_{len(self._kernels)}")
             body = types.FunctionType(code, _kernel.__globals__, code.co_name)
-
             fn = torch.compile(body, **self.compile_options)
             self._kernels[(key, returns)] = fn
         return fn
@@ -123,10 +124,9 @@ class Fuser:
             if returns:
                 for i, x in zip(small, result.split(pieces)):
                     out[i] = x.view(updates[i].shape)
-        else:
-            small = []
+        packed = set(small) if len(small) > 1 else set()
         for i, (u, p) in enumerate(zip(updates, params)):
-            if i in small:
+            if i in packed:
                 continue
             flat = u.is_contiguous() and p.is_contiguous() and all(s[i].is_contiguous() for s in states)
             view = (lambda t: t.view(-1)) if flat else (lambda t: t)  # noqa: E731
