@@ -9,9 +9,10 @@ own copy of the same parameters and gradients (gradients are re-attached before 
 HeavyBall 3 clears them). Elementwise rows are timed interleaved, ``--rounds`` rounds of 3 steps
 each, so drifts of this noisy machine hit every row alike; SOAP rows (seconds per step) run
 ``--soap-steps`` steps each, after 3 warm-up steps (the first SOAP step only initialises). The
-table shows the median step time (SOAP: the mean, as refresh and plain steps alternate), ratios measured in this run, the first three steps (they
-include compilation), state bytes per parameter against what the math needs, and the peak
-growth of allocated memory during one step (torch's profiler memory timeline).
+table shows the median step time (SOAP: the mean, as refresh and plain steps alternate), ratios
+measured in this run, the first three steps (they include compilation), state bytes per
+parameter against what the math needs, and the peak growth of allocated memory during one step
+(torch's profiler allocation events).
 
 ``--heavyball-new DIR``: time the newest HeavyBall installed in DIR (``pip install --target DIR
 heavyball``; it cannot share an environment with heavyball 0.8.1) in a subprocess, same shapes.
@@ -145,7 +146,8 @@ class Run:
         """Median step time; ``mean`` for SOAP, whose steps are of two kinds (with and without a
         refresh): the mean is the cost per step, a median would pick one kind."""
         peak = peak_growth(self.step) if memory else float("nan")
-        return {"seconds": (statistics.mean if mean else statistics.median)(self.times), "first": self.first, "state": state_bytes(self.opt),
+        seconds = (statistics.mean if mean else statistics.median)(self.times)
+        return {"seconds": seconds, "first": self.first, "state": state_bytes(self.opt),
                 "peak": peak}
 
 

@@ -17,8 +17,8 @@ eigenvalues ``diag(Q_i^T GG_i Q_i)`` sorted descending, ``Q_i = qr(T[:, order]).
 re-ordered along dimension i by the same order so it stays aligned with ``Q_i``'s columns.
 SOAP's own step ``t`` counts from 1 at the step after initialisation.
 
-Parameters of equal merged shape are stacked and processed with batched ``matmul`` / ``eigh`` /
-``qr``. Sharded (FSDP2) parameters: each matrix is owned by one rank, which gathers its gradient,
+Parameters of equal merged shape are processed as one stack (batched ``bmm`` and ``eigh``; the QR
+of a refresh one matrix at a time), and their state tensors are views of that stack. Sharded (FSDP2) parameters: each matrix is owned by one rank, which gathers its gradient,
 keeps its state and computes its update (``sharded.owner_computes``; docs/distributed.md).
 """
 
@@ -31,7 +31,8 @@ from typing import Any
 
 import torch
 
-from ..core import Bucket, Fresh, Hyper, Schedule, Transform, betas_pair, non_negative_int, positive, positive_int, zeros_fp32
+from ..core import (Bucket, Fresh, Hyper, Schedule, Transform, betas_pair, non_negative_int, positive, positive_int,
+                    zeros_fp32)
 from .moments import beta_debias
 from .sharded import owner_computes
 
