@@ -4,13 +4,15 @@
 
 Transformer-shaped parameters (a 512 x w embedding, per layer w x 3w ... matrices and four
 w-vectors), identical settings (weight_decay=0, defaults otherwise) and gradients for both
-libraries. Two tables:
+libraries. Three tables:
 
 1. Every SOAP preset over steps 3..steps+2 (the first step only initialises; early in the
    preconditioner schedule nearly every step refreshes the eigenbases). Ours and 0.8.1 step in
    alternation, so the machine's drift hits both alike; mean seconds per step (refresh and plain
    steps mix, so the mean, not the median, is the cost per step) and the ratio.
-2. One plain step (no refresh) and one refresh step of PaLMForeachSOAP, against the time of the
+2. The same later in training, where refreshes are rare: the fixed-interval presets refreshing
+   every 10 steps.
+3. One plain step (no refresh) and one refresh step of PaLMForeachSOAP, against the time of the
    same matrix products (and, for the refresh, QR factorisations) run back to back on this machine:
    what the step cannot go below. FLOPs per step are counted from the shapes.
 """
@@ -62,9 +64,10 @@ class Stepper:
 
 def matmul_floor(shapes, refresh: bool, first_moment: bool = True, max_dim: int = 2048) -> tuple[float, float, float]:
     """(matmul GFLOP, seconds for those matmuls, seconds for the QRs) of one step on ``shapes``:
-    per matrix (a, b), rotations of g, m and back (2ab(a+b) FLOPs each) and the two factor updates
-    (together 2ab(a+b)); a refresh adds GG Q (2d³) and a QR per factor. Each product is run as one
-    bmm over the matrices of its shape, as ours does."""
+    per matrix (a, b), rotating g and the update back (2ab(a+b) FLOPs each) and the two factor
+    updates (together 2ab(a+b)); a refresh adds GG Q (2d³) and a QR per factor, and moves the
+    momentum (kept in the eigenbasis) to the new basis: two more rotations. Each product is run
+    as one bmm over the matrices of its shape, as ours does."""
     classes: dict[tuple[int, ...], int] = {}
     for s in shapes:
         if len(s) > 1:
@@ -73,7 +76,7 @@ def matmul_floor(shapes, refresh: bool, first_moment: bool = True, max_dim: int 
     products: list[tuple[int, int, int, int]] = []  # batch, m, k, n
     factors: list[tuple[int, int]] = []  # batch, d
     for (a, b), batch in classes.items():
-        rotations = 3 if first_moment else 2
+        rotations = 2 + (2 if refresh and first_moment else 0)
         products += [(batch, a, b, b), (batch, a, a, b)] * rotations  # x Q_1, Q_0^T x
         products += [(batch, a, b, a), (batch, b, a, b)]  # G G^T, G^T G
         if refresh:
@@ -140,7 +143,23 @@ def main() -> None:
         print(f"{name:34s} {mine:12.3f} {theirs:13.3f} {mine / theirs:7.2f}")
         del ours, ref
 
-    print("\n2. PaLMForeachSOAP, one kind of step at a time (median of the kind), against its matrix work")
+    print(f"\n2. later in training: the fixed-interval presets with precondition_frequency=10, mean of "
+          f"{2 * args.steps} steps")
+    print(f"{'preset':34s} {'ours s/step':>12s} {'0.8.1 s/step':>13s} {'ratio':>7s}")
+    for name in ("ForeachSOAP", "PaLMForeachSOAP", "SFPaLMForeachSOAP"):
+        ours = Stepper(lambda ps: getattr(hc, name)(ps, weight_decay=0, precondition_frequency=10), shapes)
+        ref = Stepper(lambda ps: getattr(heavyball, name)(ps, weight_decay=0, precondition_frequency=10),
+                      shapes) if heavyball else None
+        for t in range(2 * args.steps + 2):
+            ours.step(record=t >= 2)
+            if ref is not None:
+                ref.step(record=t >= 2)
+        mine = statistics.mean(ours.times)
+        theirs = statistics.mean(ref.times) if ref is not None else float("nan")
+        print(f"{name:34s} {mine:12.3f} {theirs:13.3f} {mine / theirs:7.2f}")
+        del ours, ref
+
+    print("\n3. PaLMForeachSOAP, one kind of step at a time (median of the kind), against its matrix work")
     print(f"{'step':10s} {'GFLOP':>7s} {'ours s':>8s} {'0.8.1 s':>8s} {'ratio':>6s} {'bmm s':>7s} {'QR s':>7s} "
           f"{'ours / (bmm + QR)':>18s}")
     for kind, frequency in (("plain", 10**9), ("refresh", 1)):

@@ -340,18 +340,18 @@ class soap_precondition(Transform):  # noqa: N801 - optax-style transform name
         v = self._stacked(bucket, idx, "exp_avg_sq", shape)
         v.mul_(b2).addcmul_(g_rot, g_rot, value=1 - b2)
         denom = v.sqrt().clamp_min_(eps)
-        if self.first_moment:
+        m = None
+        if self.first_moment:  # m is kept in the eigenbasis: rot(m) = b̂1 rot(m) + (1 - b̂1) rot(g)
             m = self._stacked(bucket, idx, "exp_avg", shape)
-            m.mul_(b1).add_(g, alpha=1 - b1)
-            del g_rot
-            num = _rotate(m, qs, back=False)
-            num = num / denom if num is m else num.div_(denom)  # without factors num is the state m
+            m.mul_(b1).add_(g_rot, alpha=1 - b1)
+            num = m / denom
         else:
             num = g_rot / denom
-            del g_rot
-        del denom
+        del g_rot, denom
         u = _rotate(num, qs, back=True)
         del num
+        refreshing = refresh and any(pre)
+        m_original = _rotate(m, qs, back=True) if refreshing and m is not None else None  # old basis
         for i, on in enumerate(pre):
             if not on:
                 continue
@@ -361,6 +361,8 @@ class soap_precondition(Transform):  # noqa: N801 - optax-style transform name
                 order = _refresh_(gg, qs[i])  # qs[i] is the state: refreshed in place
                 index = order.view(order.shape[0], *[-1 if d == i else 1 for d in range(len(shape))])
                 v.copy_(v.gather(i + 1, index.expand_as(v)))  # v stays aligned with Q's columns
+        if m_original is not None:
+            m.copy_(_rotate(m_original, qs, back=False))  # into the new basis
         return u
 
     # -- helpers -------------------------------------------------------------------------
