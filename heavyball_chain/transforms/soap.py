@@ -5,10 +5,15 @@ For a parameter whose (merged) shape is ``(d_0, ..., d_k)``, SOAP keeps one fact
 per dimension with ``d_i <= max_precond_dim``, and its eigenbasis ``Q_i``. With
 ``rot(x) = x ×_i Q_i^T`` (every dimension multiplied by its ``Q_i^T``) and ``rot⁻¹`` its inverse:
 
-    m = b̂1 m + (1 - b̂1) g                         (first moment, original space)
+    m = b̂1 m + (1 - b̂1) g                         (first moment)
     v = b̂2 v + (1 - b̂2) rot(g)²                   (second moment, rotated space)
     u = rot⁻¹( rot(m) / max(sqrt(v), eps) )
     GG_i = lerp(GG_i, G_(i) G_(i)^T, 1 - β_s)       (β_s = shampoo_beta, default: b̂2)
+
+``rot`` is linear and fixed between refreshes, so the state keeps ``m̃ = rot(m)`` instead of m:
+``m̃ = b̂1 m̃ + (1 - b̂1) rot(g)`` needs no rotation of its own, which saves one of the three
+rotations of a step; a refresh moves it to the new basis, ``m̃ = rot_new(rot_old⁻¹(m̃))`` (the
+same numbers as keeping m, up to fp32 rounding).
 
 The first step of a parameter only initialises: ``GG_i = G_(i) G_(i)^T``, ``Q_i = eigh(GG_i)``
 (eigenvalues descending) and returns ``None``. A refresh (chosen by ``refresh``: :class:`every`
@@ -18,8 +23,9 @@ re-ordered along dimension i by the same order so it stays aligned with ``Q_i``'
 SOAP's own step ``t`` counts from 1 at the step after initialisation.
 
 Parameters of equal merged shape are processed as one stack (batched ``bmm`` and ``eigh``; the QR
-of a refresh one matrix at a time), and their state tensors are views of that stack. Sharded (FSDP2) parameters: each matrix is owned by one rank, which gathers its gradient,
-keeps its state and computes its update (``sharded.owner_computes``; docs/distributed.md).
+of a refresh one matrix at a time), and their state tensors are views of that stack. Sharded
+(FSDP2) parameters: each matrix is owned by one rank, which gathers its gradient, keeps its
+state and computes its update (``sharded.owner_computes``; docs/distributed.md).
 """
 
 from __future__ import annotations
