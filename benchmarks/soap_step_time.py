@@ -128,55 +128,38 @@ def main() -> None:
         heavyball = None
     print(f"{len(shapes)} tensors, {n / 1e6:.2f}M parameters, torch {torch.__version__}, {args.threads} threads")
 
-    print(f"\n1. mean of steps 3..{args.steps + 2}, ours and 0.8.1 alternating")
-    print(f"{'preset':34s} {'ours s/step':>12s} {'0.8.1 s/step':>13s} {'ratio':>7s}")
-    for name in NAMES:
-        ours = Stepper(lambda ps: getattr(hc, name)(ps, weight_decay=0), shapes)
-        old = OLD_NAMES.get(name, name)
-        ref = Stepper(lambda ps: getattr(heavyball, old)(ps, weight_decay=0), shapes) if heavyball else None
-        for t in range(args.steps + 2):
+    def alternate(name: str, old: str, steps: int, average, **kwargs) -> tuple[float, float]:
+        """``name`` (ours) and ``old`` (0.8.1) stepping in alternation; average seconds per step of
+        each after 2 warm-up steps (nan for 0.8.1 when it is not installed)."""
+        ours = Stepper(lambda ps: getattr(hc, name)(ps, weight_decay=0, **kwargs), shapes)
+        ref = Stepper(lambda ps: getattr(heavyball, old)(ps, weight_decay=0, **kwargs), shapes) if heavyball else None
+        for t in range(steps + 2):
             ours.step(record=t >= 2)
             if ref is not None:
                 ref.step(record=t >= 2)
-        mine = statistics.mean(ours.times)
-        theirs = statistics.mean(ref.times) if ref is not None else float("nan")
+        return average(ours.times), average(ref.times) if ref is not None else float("nan")
+
+    header = f"{'preset':34s} {'ours s/step':>12s} {'0.8.1 s/step':>13s} {'ratio':>7s}"
+    print(f"\n1. mean of steps 3..{args.steps + 2}, ours and 0.8.1 alternating\n{header}")
+    for name in NAMES:
+        mine, theirs = alternate(name, OLD_NAMES.get(name, name), args.steps, statistics.mean)
         print(f"{name:34s} {mine:12.3f} {theirs:13.3f} {mine / theirs:7.2f}")
-        del ours, ref
 
     print(f"\n2. later in training: the fixed-interval presets with precondition_frequency=10, mean of "
-          f"{2 * args.steps} steps")
-    print(f"{'preset':34s} {'ours s/step':>12s} {'0.8.1 s/step':>13s} {'ratio':>7s}")
+          f"{2 * args.steps} steps\n{header}")
     for name in ("ForeachSOAP", "PaLMForeachSOAP", "SFPaLMForeachSOAP"):
-        ours = Stepper(lambda ps: getattr(hc, name)(ps, weight_decay=0, precondition_frequency=10), shapes)
-        ref = Stepper(lambda ps: getattr(heavyball, name)(ps, weight_decay=0, precondition_frequency=10),
-                      shapes) if heavyball else None
-        for t in range(2 * args.steps + 2):
-            ours.step(record=t >= 2)
-            if ref is not None:
-                ref.step(record=t >= 2)
-        mine = statistics.mean(ours.times)
-        theirs = statistics.mean(ref.times) if ref is not None else float("nan")
+        mine, theirs = alternate(name, name, 2 * args.steps, statistics.mean, precondition_frequency=10)
         print(f"{name:34s} {mine:12.3f} {theirs:13.3f} {mine / theirs:7.2f}")
-        del ours, ref
 
     print("\n3. PaLMForeachSOAP, one kind of step at a time (median of the kind), against its matrix work")
     print(f"{'step':10s} {'GFLOP':>7s} {'ours s':>8s} {'0.8.1 s':>8s} {'ratio':>6s} {'bmm s':>7s} {'QR s':>7s} "
           f"{'ours / (bmm + QR)':>18s}")
     for kind, frequency in (("plain", 10**9), ("refresh", 1)):
-        make = lambda lib: (lambda ps: getattr(lib, "PaLMForeachSOAP")(  # noqa: E731
-            ps, weight_decay=0, precondition_frequency=frequency))
-        ours = Stepper(make(hc), shapes)
-        ref = Stepper(make(heavyball), shapes) if heavyball else None
-        for t in range(args.steps + 2):
-            ours.step(record=t >= 2)
-            if ref is not None:
-                ref.step(record=t >= 2)
+        mine, theirs = alternate("PaLMForeachSOAP", "PaLMForeachSOAP", args.steps, statistics.median,
+                                 precondition_frequency=frequency)
         gflop, bmm, qr = matmul_floor(shapes, refresh=kind == "refresh")
-        mine = statistics.median(ours.times)
-        theirs = statistics.median(ref.times) if ref is not None else float("nan")
         print(f"{kind:10s} {gflop:7.1f} {mine:8.3f} {theirs:8.3f} {mine / theirs:6.2f} {bmm:7.3f} {qr:7.3f} "
               f"{mine / (bmm + qr):18.2f}")
-
 
 if __name__ == "__main__":
     main()

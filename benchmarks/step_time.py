@@ -32,6 +32,8 @@ from typing import Callable
 
 import torch
 
+from heavyball_chain.bench.optimizers import state_bytes
+
 SOAP = ["ForeachSOAP", "PaLMForeachSOAP", "PrecondScheduleForeachSOAP", "PrecondSchedulePaLMForeachSOAP",
         "SFPaLMForeachSOAP", "PrecondScheduleSFPaLMForeachSOAP"]
 ELEMENTWISE = ["ForeachAdamW", "ForeachLaProp", "ForeachADOPT", "ForeachSFAdamW", "PaLMForeachSFAdamW"]
@@ -73,25 +75,6 @@ def needs_bytes(name: str, shapes, max_precond_dim: int = 2048) -> int:
     if "SOAP" in name:
         total += sum(8 * d * d for s in shapes if len(s) > 1 for d in s if d <= max_precond_dim)
     return total
-
-
-def state_bytes(opt: torch.optim.Optimizer) -> int:
-    """Bytes of the tensors in ``opt.state`` (each storage once: SOAP's state is views of stacks)."""
-    seen: dict[tuple, int] = {}
-
-    def visit(v):
-        if isinstance(v, torch.Tensor) and v.dim() > 0:
-            seen[(v.untyped_storage().data_ptr(), v.storage_offset(), v.numel())] = v.numel() * v.element_size()
-        elif isinstance(v, dict):
-            for x in v.values():
-                visit(x)
-        elif isinstance(v, (list, tuple)):
-            for x in v:
-                visit(x)
-
-    for s in opt.state.values():
-        visit(s)
-    return sum(seen.values())
 
 
 def peak_growth(step: Callable[[], None]) -> int:

@@ -40,9 +40,18 @@ def make_optimizer(name: str, params, lr: float, compile: bool = False) -> torch
 
 
 def state_bytes(opt: torch.optim.Optimizer) -> int:
-    """Bytes of tensors in the optimizer state."""
-    return sum(v.numel() * v.element_size() for s in opt.state.values() for v in s.values()
-               if isinstance(v, torch.Tensor))
+    """Bytes of the tensors in the optimizer state, also inside lists and dicts (other libraries
+    keep some there)."""
+    def size(v) -> int:
+        if isinstance(v, torch.Tensor):
+            return v.numel() * v.element_size()
+        if isinstance(v, dict):
+            return sum(size(x) for x in v.values())
+        if isinstance(v, (list, tuple)):
+            return sum(size(x) for x in v)
+        return 0
+
+    return sum(size(s) for s in opt.state.values())
 
 
 def set_eval(opt: torch.optim.Optimizer, evaluating: bool) -> None:
