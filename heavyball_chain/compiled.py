@@ -10,8 +10,9 @@ written once (28 bytes per fp32 parameter for AdamW).
 What keeps it from recompiling:
 
 * Every number that may change between steps (lr from a scheduler, debiased betas, the
-  schedule-free weight) is computed in Python by ``Transform.fuse`` and passed in one fp32
-  tensor, so dynamo never specialises on it. (A Python float is a constant to dynamo unless it
+  schedule-free weight) is computed by ``Transform.fuse`` (in Python, or as 0-d tensors when
+  ``lr`` is a tensor) and passed in one tensor of the bucket's compute dtype, so dynamo never
+  specialises on it. (A Python float is a constant to dynamo unless it
   chooses to trace it symbolically, as torch 2.13 does under ``dynamic=True`` and older releases
   in our supported range do not; a tensor is safe on all of them.)
 * Tensors are flattened to 1-D and compiled with dynamic shapes: one graph serves every
@@ -48,10 +49,10 @@ class FusedPart:
 
     __slots__ = ("transform", "bucket", "scalars")
 
-    def __init__(self, transform, bucket, scalars: Sequence[float]):
+    def __init__(self, transform, bucket, scalars: Sequence[Any]):
         self.transform = transform
         self.bucket = bucket
-        self.scalars = tuple(float(s) for s in scalars)
+        self.scalars = tuple(s if isinstance(s, torch.Tensor) else float(s) for s in scalars)
 
 
 def _kernel(u, p, states, scalars, parts, returns):
@@ -104,8 +105,13 @@ class Fuser:
         first = parts[0].bucket
         layout = tuple((part.transform, len(part.transform.fused_state), len(part.scalars)) for part in parts)
         kernel = self._compiled(tuple((id(t), n, m) for t, n, m in layout), returns)
-        values = [s for part in parts for s in part.scalars]
-        scalars = torch.tensor(values or [0.0], dtype=torch.float32, device=first.params[0].device)
+        values = [s for part in parts for s in part.scalars] or [0.0]
+        device, dtype = first.params[0].device, first.dtype
+        if any(isinstance(v, torch.Tensor) for v in values):  # a tensor lr: no host synchronisation
+            scalars = torch.stack([v.to(device, dtype).reshape(()) if isinstance(v, torch.Tensor)
+                                   else torch.tensor(v, dtype=dtype, device=device) for v in values])
+        else:
+            scalars = torch.tensor(values, dtype=dtype, device=device)
         states = [part.bucket.state(name) for part in parts for name in part.transform.fused_state]
         params = first.params
         out: list = [None] * len(updates)

@@ -8,7 +8,8 @@ keys prefixed with its place in the chain.
 
 Contract of ``update(updates, bucket)``:
 
-* ``updates`` are fp32 tensors, one per parameter of the bucket. They may be the user's gradients
+* ``updates`` are tensors in the bucket's compute dtype (fp32, or fp64 for fp64 parameters), one
+  per parameter of the bucket. They may be the user's gradients
   or another transform's state, so a transform never modifies them in place: it returns new
   tensors (or the same list unchanged). A transform may return its own state tensors; whoever
   receives them reads them only.
@@ -36,16 +37,23 @@ except ImportError:  # pragma: no cover - torch built without distributed
     DTensor = ()  # type: ignore[assignment,misc]
 
 __all__ = [
+    "Elements",
     "Fresh",
     "Hyper",
+    "Slot",
     "Schedule",
     "Bucket",
     "Transform",
     "Chain",
     "chain",
     "named_chain",
+    "compute_dtype",
+    "copy_state",
     "resolve",
+    "run_at_steps",
     "schedule_hyperparams",
+    "transforms_in",
+    "zeros_state",
 ]
 
 
@@ -57,22 +65,85 @@ class Hyper:
     """A hyperparameter a transform reads from its param group: a default and a validity check.
 
     ``check(value)`` returns ``None`` when the value is valid and otherwise a short description of
-    what was expected (it is only applied to numbers; schedules are checked when evaluated).
+    what was expected. A schedule is checked when it is evaluated (:meth:`validate_evaluated`);
+    inside a tuple checked by :class:`Elements`, the elements that are numbers are checked at once.
+    ``tensor=True`` also admits a one-element floating-point tensor (``lr``, as torch.optim does:
+    compiled and CUDA-graph training change it in place); its value is checked where reading it
+    costs no device synchronisation (on the CPU, or outside a step).
     """
 
     default: Any
     check: Callable[[Any], str | None] | None = None
+    tensor: bool = False
 
-    def validate(self, name: str, value: Any) -> None:
-        if self.check is None or _has_schedule(value):
+    def validate(self, name: str, value: Any, in_step: bool = False) -> None:
+        """Raise ``ValueError`` (naming ``name``) unless ``value`` is valid."""
+        if self.check is None:
+            return
+        if isinstance(value, torch.Tensor):
+            value = self._tensor_value(name, value, in_step)
+            if value is None:
+                return
+        if isinstance(self.check, Elements) and isinstance(value, (tuple, list)):
+            self.check.validate(name, value)
+        elif not _has_schedule(value):
+            expected = self.check(value)
+            if expected is not None:
+                raise ValueError(f"{name}: expected {expected}, got {value!r}")
+
+    def validate_evaluated(self, name: str, value: Any, step: int) -> None:
+        """Check the value a schedule gave at ``step``."""
+        if self.check is None:
             return
         expected = self.check(value)
         if expected is not None:
-            raise ValueError(f"{name}: expected {expected}, got {value!r}")
+            raise ValueError(f"{name}: the schedule gave {value!r} at step {step}; expected {expected}")
+
+    def _tensor_value(self, name: str, value: torch.Tensor, in_step: bool) -> Any:
+        if not self.tensor:
+            raise ValueError(f"{name}: expected a Python number or a schedule, got a tensor"
+                             f"{'' if name != 'betas' else ' (tensor betas are not supported)'}")
+        if value.numel() != 1 or not value.dtype.is_floating_point or value.requires_grad:
+            raise ValueError(f"{name}: a tensor {name} must be a one-element floating-point tensor without grad, "
+                             f"got shape {tuple(value.shape)}, {value.dtype}")
+        if in_step and value.device.type != "cpu":
+            return None  # reading a device tensor would synchronise every step; checked at construction
+        return value.item()
+
+
+class Elements:
+    """A check for a fixed-length tuple whose elements have checks of their own (``betas``).
+
+    An element that is a schedule is checked when evaluated, the others at once, so
+    ``betas=(1.5, palm_beta2())`` is refused at construction.
+    """
+
+    def __init__(self, what: str, *checks: Callable[[Any], str | None]):
+        self.what, self.checks = what, checks
+
+    def __call__(self, value: Any) -> str | None:
+        if not isinstance(value, (tuple, list)) or len(value) != len(self.checks):
+            return self.what
+        for check, v in zip(self.checks, value):
+            if not _has_schedule(v) and check(v) is not None:
+                return self.what
+        return None
+
+    def validate(self, name: str, value: Sequence) -> None:
+        if len(value) != len(self.checks):
+            raise ValueError(f"{name}: expected {self.what}, got {value!r}")
+        for i, (check, v) in enumerate(zip(self.checks, value)):
+            expected = None if _has_schedule(v) else check(v)
+            if expected is not None:
+                raise ValueError(f"{name}[{i}]: expected {expected}, got {v!r} (in {name}={value!r})")
 
 
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def finite(v: Any) -> str | None:
+    return None if _is_number(v) else "a finite number"
 
 
 def non_negative(v: Any) -> str | None:
@@ -95,12 +166,11 @@ def unit_interval(v: Any) -> str | None:
     return None if _is_number(v) and 0 <= v < 1 else "a number in [0, 1)"
 
 
-def betas_pair(v: Any) -> str | None:
-    expected = "a pair (beta1, beta2) of numbers in [0, 1)"
-    if not isinstance(v, (tuple, list)) or len(v) != 2:
-        return expected
-    ok = all(isinstance(b, Schedule) or callable(b) or unit_interval(b) is None for b in v)
-    return None if ok else expected
+def boolean(v: Any) -> str | None:
+    return None if isinstance(v, bool) else "True or False"
+
+
+betas_pair = Elements("a pair (beta1, beta2) of numbers in [0, 1)", unit_interval, unit_interval)
 
 
 # --------------------------------------------------------------------------- schedules
@@ -164,6 +234,8 @@ def _merge_into(into: dict[str, Hyper], new: dict[str, Hyper], who: str) -> None
 
 
 def _same_default(a: Any, b: Any) -> bool:
+    if a is b:  # also the same NaN
+        return True
     if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
         return len(a) == len(b) and all(_same_default(x, y) for x, y in zip(a, b))
     try:
@@ -175,6 +247,13 @@ def _same_default(a: Any, b: Any) -> bool:
 # --------------------------------------------------------------------------- buckets
 
 
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype updates and state are computed in for parameters of ``dtype``: float64 for
+    float64 parameters (complex128 ones are seen as their float64 real view), float32 for the
+    rest (bf16 and fp16 parameters are updated in fp32 and rounded back)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
 @dataclass
 class Bucket:
     """The parameters of one param group that share device, dtype and step, seen by one transform.
@@ -182,6 +261,10 @@ class Bucket:
     ``states[i]`` is ``optimizer.state[params[i]]``; a transform reaches its own entries through
     :meth:`state` / :meth:`init_state`, which prefix field names with the transform's place in the
     chain (``prefix``), so two transforms never collide.
+
+    Complex parameters are seen as their real view (``torch.view_as_real``: real and imaginary
+    parts as a trailing dimension of 2), as torch.optim does; ``dtype`` is the compute dtype
+    (:func:`compute_dtype`): updates and state tensors are in it.
 
     Sharded parameters (FSDP2 DTensors): ``params`` and ``grads`` are the local shards and
     ``sharded`` the DTensors. State tensors shaped like the shard are stored as DTensors with the
@@ -200,6 +283,12 @@ class Bucket:
     names: list[str | None] | None = None  # from ``param_names`` (optimizers built from named_parameters)
     positions: list[int] | None = None  # each parameter's position in the optimizer (over all groups)
     fuser: Any = None  # a compiled.Fuser when the optimizer runs compiled (``compile=True``)
+    hypers: dict[str, Hyper] | None = None  # the optimizer's declarations: evaluated schedules are checked
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The compute dtype of this bucket's updates and state."""
+        return compute_dtype(self.params[0].dtype) if self.params else torch.float32
 
     def child(self, name: str) -> "Bucket":
         return dataclasses.replace(self, prefix=f"{self.prefix}{name}/")
@@ -211,12 +300,35 @@ class Bucket:
                                    sharded=pick(self.sharded), names=pick(self.names),
                                    positions=pick(self.positions))
 
+    def at_steps(self, steps: Sequence[int]) -> list[tuple[list[int] | None, "Bucket"]]:
+        """The bucket seen at per-parameter ``steps``: ``[(None, view)]`` when all are equal, else one
+        ``(indices, sub-bucket)`` per distinct step. Wrappers whose inner transform counts its own
+        steps (``chain`` after a skip, ``apply_if_finite``) run it once per view (:func:`run_at_steps`)."""
+        distinct = sorted(set(steps))
+        if len(distinct) <= 1:
+            step = distinct[0] if distinct else self.step
+            return [(None, self if step == self.step else dataclasses.replace(self, step=step))]
+        out = []
+        for step in distinct:
+            idx = [i for i, s in enumerate(steps) if s == step]
+            out.append((idx, dataclasses.replace(self.subset(idx), step=step)))
+        return out
+
     def key(self, name: str) -> str:
         return self.prefix + name
 
     def hp(self, name: str, step: int | None = None) -> Any:
-        """The value of hyperparameter ``name`` for this group, schedules evaluated at ``step``."""
-        return resolve(self.group[name], self.step if step is None else step, self.group)
+        """The value of hyperparameter ``name`` for this group, schedules evaluated at ``step``
+        (default: this bucket's step) and the value they give checked."""
+        raw = self.group[name]
+        step = self.step if step is None else step
+        if not _has_schedule(raw):
+            return raw
+        value = resolve(raw, step, self.group)
+        hyper = self.hypers.get(name) if self.hypers is not None else None
+        if hyper is not None:
+            hyper.validate_evaluated(name, value, step)
+        return value
 
     def state(self, name: str) -> list[torch.Tensor]:
         key = self.prefix + name
@@ -241,7 +353,10 @@ class Bucket:
         if value.shape != self.params[i].shape:
             return value
         p = self.sharded[i]
-        return DTensor.from_local(value, p.device_mesh, p.placements, shape=p.shape, stride=p.stride(),
+        shape, stride = p.shape, p.stride()
+        if p.is_complex():  # the state is of the real view
+            shape, stride = (*shape, 2), (*(2 * s for s in stride), 1)
+        return DTensor.from_local(value, p.device_mesh, p.placements, shape=shape, stride=stride,
                                   run_check=False)
 
     def norms(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -254,9 +369,25 @@ class Bucket:
         torch.distributed.all_reduce(squares, group=self.sharded[0].device_mesh.get_group())
         return list(squares.sqrt().unbind())
 
-    def params_fp32(self) -> list[torch.Tensor]:
-        """The parameters as fp32 tensors (the parameters themselves when they are fp32)."""
-        return [p if p.dtype == torch.float32 else p.float() for p in self.params]
+    def params_compute(self) -> list[torch.Tensor]:
+        """The parameters in the compute dtype: the parameters themselves when they are fp32 or
+        fp64 (update them in place), fp32 copies of bf16/fp16 ones (write them back with
+        :class:`~heavyball_chain.transforms.StochasticWriter`)."""
+        return [p if p.dtype == compute_dtype(p.dtype) else p.float() for p in self.params]
+
+
+def run_at_steps(fn: Callable[[list, "Bucket"], list | None], updates: list, views) -> list | None:
+    """``fn(updates, view)`` on each view of :meth:`Bucket.at_steps`, merged back into one list
+    (``None`` for the parameters whose view returned ``None``; ``None`` if all did)."""
+    if views[0][0] is None:
+        return fn(updates, views[0][1])
+    out: list = [None] * len(updates)
+    for idx, view in views:
+        result = fn([updates[i] for i in idx], view)
+        if result is not None:
+            for i, u in zip(idx, result):
+                out[i] = u
+    return None if all(u is None for u in out) else out
 
 
 def local(t: Any) -> Any:
@@ -264,8 +395,71 @@ def local(t: Any) -> Any:
     return t.to_local() if isinstance(t, DTensor) else t
 
 
-def zeros_fp32(p: torch.Tensor) -> torch.Tensor:
-    return torch.zeros_like(p, dtype=torch.float32, memory_format=torch.preserve_format)
+def zeros_state(p: torch.Tensor) -> torch.Tensor:
+    """A state buffer shaped like ``p``, zero, in ``p``'s compute dtype (:func:`compute_dtype`)."""
+    return torch.zeros_like(p, dtype=compute_dtype(p.dtype), memory_format=torch.preserve_format)
+
+
+def copy_state(p: torch.Tensor) -> torch.Tensor:
+    """A state buffer holding a copy of ``p`` in its compute dtype (schedule-free's z, an EMA)."""
+    return p.detach().to(compute_dtype(p.dtype), memory_format=torch.preserve_format, copy=True)
+
+
+# --------------------------------------------------------------------------- state slots
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One per-parameter state entry a transform keeps, declared once (:meth:`Transform.slots`).
+
+    From the declarations the library derives what ``init`` creates, ``state_bytes`` and the
+    checks of ``load_state_dict`` (keys, types, shapes, dtypes).
+
+    * ``kind``: ``torch.Tensor`` (in the parameter's compute dtype), or a Python type (``int``,
+      ``float``, ``bool``), or a tuple of them.
+    * ``shape``: for tensors; ``None`` is the parameter's shape (its real view for complex ones).
+    * ``dtype``: for tensors; ``None`` is the parameter's compute dtype.
+    * ``init``: how :meth:`Transform.init` creates it: ``zeros_state``, ``copy_state`` or any
+      ``f(param)``; ``None`` for entries the transform creates itself (lazily, or from more than
+      the parameter) and which may therefore be missing from a checkpoint.
+    """
+
+    kind: Any = torch.Tensor
+    shape: tuple[int, ...] | None = None
+    init: Callable[[torch.Tensor], Any] | None = zeros_state
+    dtype: torch.dtype | None = None  # tensors: None is the parameter's compute dtype
+
+    def nbytes(self, p: torch.Tensor) -> int:
+        if self.kind is not torch.Tensor:
+            return 0
+        shape = p.shape if self.shape is None else self.shape
+        return math.prod(shape) * torch.empty((), dtype=self.dtype or compute_dtype(p.dtype)).element_size()
+
+    def problem(self, value: Any, p: torch.Tensor) -> str | None:
+        """Why ``value`` cannot be this slot's value for parameter ``p`` (shape/dtype of the real
+        view, global for DTensors), or ``None``."""
+        kinds = self.kind if isinstance(self.kind, tuple) else (self.kind,)
+        if isinstance(value, torch.Tensor):
+            if torch.Tensor not in kinds:
+                return f"a tensor where {_kind_names(kinds)} was expected"
+            shape = tuple(p.shape if self.shape is None else self.shape)
+            if tuple(value.shape) != shape:
+                return f"shape {tuple(value.shape)}, expected {shape}"
+            dtype = self.dtype or compute_dtype(p.dtype)
+            if value.dtype != dtype:
+                return f"dtype {value.dtype}, expected {dtype}"
+            return None
+        if isinstance(value, bool) and bool not in kinds:
+            return f"{value!r}, expected {_kind_names(kinds)}"
+        if not isinstance(value, kinds) or isinstance(value, float) and not math.isfinite(value):
+            return f"{value!r}, expected {_kind_names(kinds)}"
+        if isinstance(value, int) and not isinstance(value, bool) and value < 0:
+            return f"{value!r}, expected an integer >= 0"
+        return None
+
+
+def _kind_names(kinds: tuple) -> str:
+    return " or ".join("a tensor" if k is torch.Tensor else f"a Python {k.__name__}" for k in kinds)
 
 
 # --------------------------------------------------------------------------- transforms
@@ -285,30 +479,37 @@ class Transform:
     """Base class of every transform. Subclasses set ``hyperparams`` and override what they need.
 
     * ``hyperparams``: names read from the param group, with defaults and checks.
+    * ``slots(view)``: the per-parameter state it keeps (:class:`Slot`), declared once: ``init``
+      creates the slots that have an ``init``, ``state_bytes`` adds up the tensors and
+      ``load_state_dict`` checks a checkpoint against them.
     * ``init(bucket)``: create per-parameter state (called once, before a parameter's first update).
     * ``update(updates, bucket)``: return the new updates, or ``None`` to skip the rest of the chain.
-    * ``state_bytes(p, group)``: bytes of state this transform keeps for parameter ``p`` in ``group``.
+    * ``check_step(bucket)``: raise if this step cannot run (called for every transform, on every
+      bucket, before any transform of the step runs: a refused step changes nothing).
     * ``writes_params``: True for the transforms that write parameters.
+    * ``supports_complex``: False for transforms whose math is not elementwise over the real view
+      of a complex parameter (SOAP's matrices); optimizers then refuse complex parameters.
 
     Elementwise transforms also state their math on one tensor, for the compiled path
     (:mod:`heavyball_chain.compiled`), where a run of them becomes one kernel:
 
-    * ``fused_state``: names of the parameter-shaped fp32 state tensors ``fused`` reads and writes.
-    * ``fuse(bucket)``: this step's numbers for ``fused`` (a tuple of floats, always the same
-      length), or ``None`` to run this step eagerly. It is called once per fused step, before
-      ``fused``, and does the step's non-tensor bookkeeping (as ``update`` would).
-    * ``fused(u, p, state, s)``: the new update for one tensor ``u`` (fp32) of parameter ``p``
-      (its own dtype), with ``state`` the tensors named by ``fused_state`` (update them in place)
-      and ``s`` the numbers from ``fuse`` as 0-d fp32 tensors. Never modify ``u``. It must agree
-      with ``update`` up to fp32 rounding (tests/test_compiled.py checks every preset).
+    * ``fused_state``: names of the parameter-shaped state tensors ``fused`` reads and writes.
+    * ``fuse(bucket)``: this step's numbers for ``fused`` (a tuple of floats or one-element
+      tensors, always the same length), or ``None`` to run this step eagerly. It is called once per
+      fused step, before ``fused``, and does the step's non-tensor bookkeeping (as ``update`` would).
+    * ``fused(u, p, state, s)``: the new update for one tensor ``u`` (compute dtype) of parameter
+      ``p`` (its own dtype), with ``state`` the tensors named by ``fused_state`` (update them in
+      place) and ``s`` the numbers from ``fuse`` as 0-d tensors. Never modify ``u``. It must agree
+      with ``update`` up to rounding (tests/test_compiled.py checks every preset).
     """
 
     name: str = "transform"
     hyperparams: dict[str, Hyper] = {}
     writes_params: bool = False
+    supports_complex: bool = True
     fused_state: tuple[str, ...] = ()
 
-    def fuse(self, bucket: Bucket) -> tuple[float, ...] | None:
+    def fuse(self, bucket: Bucket) -> tuple[Any, ...] | None:
         return None
 
     def fused(self, u: torch.Tensor, p: torch.Tensor, state: Sequence[torch.Tensor],
@@ -322,14 +523,31 @@ class Transform:
             _merge_into(out, schedule_hyperparams(h.default), self.name)
         return out
 
+    def slots(self, bucket: Bucket) -> dict[str, Slot]:
+        """The state kept for ``bucket.params[0]`` (a one-parameter view), by unprefixed name."""
+        return {}
+
+    def state_layout(self, bucket: Bucket) -> dict[str, Slot]:
+        """Every state entry (full keys) this transform and those inside it keep for
+        ``bucket.params[0]``; composite transforms add their children's."""
+        return {bucket.key(name): slot for name, slot in self.slots(bucket).items()}
+
     def init(self, bucket: Bucket) -> None:
+        for i in range(len(bucket.params)):
+            view = bucket.subset([i])
+            for name, slot in self.slots(view).items():
+                if slot.init is not None:
+                    view.init_state(name, slot.init)
+
+    def check_step(self, bucket: Bucket) -> None:
         pass
 
     def update(self, updates: list[torch.Tensor], bucket: Bucket) -> list[torch.Tensor] | None:
         raise NotImplementedError
 
     def state_bytes(self, p: torch.Tensor, group: dict) -> int:
-        return 0
+        view = Bucket(params=[p], grads=[], states=[{}], group=group, step=0)
+        return sum(slot.nbytes(p) for slot in self.slots(view).values())
 
     def children(self) -> list[tuple[str, "Transform"]]:
         return []
@@ -339,12 +557,20 @@ class Transform:
 
         Wrappers that give an inner transform a different view (a subset of the parameters, a
         prefix) override this so that whole-optimizer operations (``train()``/``eval()``,
-        swapping in averaged weights) reach the inner transform with the right state keys.
+        swapping in averaged weights, the checks before a step) reach the inner transform with the
+        right state keys.
         """
         yield self, bucket
 
     def __repr__(self) -> str:
         return f"{self.name}({', '.join(self.hyperparams)})"
+
+
+def transforms_in(t: Transform) -> Iterable[Transform]:
+    """``t`` and every transform inside it."""
+    yield t
+    for _, child in t.children():
+        yield from transforms_in(child)
 
 
 class Chain(Transform):
@@ -392,16 +618,7 @@ class Chain(Transform):
         lag, else one ``(indices, sub-bucket)`` per lag."""
         child = bucket.child(name)
         key = child.key(self._SKIPPED)
-        lags = [s.get(key, 0) for s in bucket.states]
-        if len(set(lags)) <= 1:
-            lag = lags[0] if lags else 0
-            return [(None, dataclasses.replace(child, step=child.step - lag) if lag else child)]
-        out = []
-        for lag in sorted(set(lags)):
-            idx = [i for i, x in enumerate(lags) if x == lag]
-            sub = child.subset(idx)
-            out.append((idx, dataclasses.replace(sub, step=sub.step - lag)))
-        return out
+        return child.at_steps([child.step - s.get(key, 0) for s in bucket.states])
 
     def walk(self, bucket):
         yield self, bucket
@@ -409,17 +626,17 @@ class Chain(Transform):
             for _, view in self._by_lag(bucket, n):
                 yield from t.walk(view)
 
-    def _run(self, t: Transform, name: str, updates: list, bucket: Bucket) -> list | None:
-        views = self._by_lag(bucket, name)
-        if views[0][0] is None:
-            return t.update(updates, views[0][1])
-        out: list = [None] * len(updates)
-        for idx, view in views:
-            result = t.update([updates[i] for i in idx], view)
-            if result is not None:
-                for i, u in zip(idx, result):
-                    out[i] = u
+    def state_layout(self, bucket: Bucket) -> dict[str, Slot]:
+        out: dict[str, Slot] = {}
+        for k, (n, t) in enumerate(self._children):
+            child = bucket.child(n)
+            if k > 0:  # how many steps skipped before this child (present once a skip happened)
+                out[child.key(self._SKIPPED)] = Slot(int, init=None)
+            out.update(t.state_layout(child))
         return out
+
+    def _run(self, t: Transform, name: str, updates: list, bucket: Bucket) -> list | None:
+        return run_at_steps(t.update, updates, self._by_lag(bucket, name))
 
     def _fusable(self, start: int, bucket: Bucket) -> list:
         """The longest run of children from ``start`` that can be fused this step (compiled path)."""

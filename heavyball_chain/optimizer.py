@@ -1,27 +1,31 @@
 """``ChainOptimizer``: a ``torch.optim.Optimizer`` that runs one :class:`~heavyball_chain.core.Transform`.
 
-One step, per param group: the parameters with a gradient are split into buckets (same device,
-dtype and step count), a new bucket's state is created by ``transform.init``, and
-``transform.update`` turns the fp32 gradients into updates and writes the parameters through the
-chain's apply transform. Everything else is torch's: ``param_groups`` hold the hyperparameters,
-``state[p]`` the per-parameter state, so LR schedulers, hooks, ``add_param_group`` and
-``state_dict`` work as with any torch optimizer.
+One step: the parameters with a gradient are split into buckets (same param group, device, dtype
+and step count); every hyperparameter and every transform's ``check_step`` is checked on every
+bucket *before* anything changes (a refused step changes nothing); then, per bucket, a new
+bucket's state is created by ``transform.init`` and ``transform.update`` turns the gradients (in
+the compute dtype) into updates and writes the parameters through the chain's apply transform.
+Everything else is torch's: ``param_groups`` hold the hyperparameters, ``state[p]`` the
+per-parameter state, so LR schedulers, hooks, ``add_param_group`` and ``state_dict`` work as with
+any torch optimizer.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from copy import deepcopy
 from itertools import chain as iter_chain
 from typing import Any, Callable, Iterable
 
 import torch
 
 from .compiled import Fuser
-from .core import Bucket, DTensor, Hyper, Transform, _merge_into, local, schedule_hyperparams
+from .core import (Bucket, DTensor, Hyper, Schedule, Slot, Transform, _has_schedule, _merge_into, local,
+                   schedule_hyperparams, transforms_in)
 
 __all__ = ["ChainOptimizer"]
 
+CHAIN_KEY = "chain"  # in every saved param group: the signature of the chain that wrote the state
+_STEP = Slot(int, init=None)
 _SAFE_SCALARS = (int, float, bool, str, type(None), torch.Tensor)
 
 
@@ -34,19 +38,63 @@ def _weights_only_safe(value: Any) -> bool:
     return isinstance(value, _SAFE_SCALARS)
 
 
+def _schedule_marker(value: Any) -> str:
+    """How a schedule (code, which a checkpoint does not hold) is recorded in a state dict."""
+    name = repr(value) if isinstance(value, Schedule) else getattr(value, "__qualname__", type(value).__qualname__)
+    return f"<schedule {name}>"
+
+
+def _saved(value: Any) -> Any:
+    """A group value as saved: numbers as they are, schedules as markers, tuples element-wise
+    (``betas=(0.9, palm_beta2())`` keeps its 0.9); ``_MISSING`` for what cannot be saved."""
+    if isinstance(value, (tuple, list)) and not _weights_only_safe(value):
+        items = [_saved(v) for v in value]
+        return _MISSING if any(v is _MISSING for v in items) else type(value)(items)
+    if _has_schedule(value):
+        return _schedule_marker(value)
+    return value if _weights_only_safe(value) else _MISSING
+
+
+_MISSING = object()
+
+
+def _restored(name: str, saved: Any, current: Any) -> Any:
+    """The value to use for ``name`` after loading ``saved`` into a group that holds ``current``:
+    a schedule marker must meet the same schedule, a number must not replace a schedule."""
+    if isinstance(saved, (tuple, list)) and isinstance(current, (tuple, list)) and len(saved) == len(current):
+        return type(current)(_restored(f"{name}[{i}]", s, c) for i, (s, c) in enumerate(zip(saved, current)))
+    if isinstance(saved, str) and saved.startswith("<schedule "):
+        if not _has_schedule(current) or _schedule_marker(current) != saved:
+            raise ValueError(f"{name}: the checkpoint was saved with the {saved[1:-1]}, this optimizer has "
+                             f"{'the ' + _schedule_marker(current)[1:-1] if _has_schedule(current) else repr(current)}")
+        return current
+    if _has_schedule(current):
+        raise ValueError(f"{name}: the checkpoint has {saved!r} where this optimizer has the "
+                         f"{_schedule_marker(current)[1:-1]} (saved by another optimizer?)")
+    return saved
+
+
+def _real(t: torch.Tensor | None) -> torch.Tensor | None:
+    """Complex tensors as their real view (a trailing dimension of 2), as torch.optim does."""
+    return torch.view_as_real(t) if t is not None and t.is_complex() else t
+
+
 class ChainOptimizer(torch.optim.Optimizer):
     """A torch optimizer over a chain of transforms.
 
     Args:
-        params: parameters or param-group dicts, as for any torch optimizer.
+        params: parameters or param-group dicts, as for any torch optimizer: floating-point
+            tensors (fp32, bf16, fp16 are computed in fp32; fp64 in fp64) or complex ones (as
+            their real view, when every transform of the chain is elementwise over it).
         transform: the chain; it must write the parameters (end it with ``stochastic_round_apply``
             or ``apply_updates``).
         compile: run each run of elementwise transforms as one ``torch.compile``d kernel per
             tensor (:mod:`heavyball_chain.compiled`): one pass over memory instead of ~18, no
             recompiles when hyperparameters change. The first steps pay the compilation (seconds;
-            inductor needs a C++ compiler on CPU). Results equal the eager path up to fp32 rounding.
+            inductor needs a C++ compiler on CPU). Results equal the eager path up to rounding.
         **hyperparameters: values for the hyperparameters the chain declares (numbers or
-            schedules); the rest take the chain's defaults. Unknown names are a ``TypeError``.
+            schedules; ``lr`` may be a one-element tensor); the rest take the chain's defaults.
+            Unknown names are a ``TypeError``.
     """
 
     def __init__(self, params: Iterable[Any], transform: Transform, *, compile: bool = False,
@@ -67,6 +115,9 @@ class ChainOptimizer(torch.optim.Optimizer):
                 f"unknown hyperparameter{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
                 f"this chain reads {sorted(declared)}"
             )
+        if CHAIN_KEY in declared:
+            raise ValueError(f"transform: the hyperparameter name {CHAIN_KEY!r} is reserved (state dicts record the "
+                             f"chain under it)")
         if not isinstance(compile, bool):
             raise TypeError(f"compile: expected True or False, got {compile!r}")
         self.transform = transform
@@ -77,29 +128,64 @@ class ChainOptimizer(torch.optim.Optimizer):
         defaults.update(hyperparameters)
         super().__init__(params, defaults)
 
+    @property
+    def signature(self) -> str:
+        """The chain's structure in one line; state dicts record it, ``load_state_dict`` compares it."""
+        return " ".join(repr(self.transform).split())
+
     # ------------------------------------------------------------------ param groups
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """torch's ``add_param_group``, refusing (before changing anything) parameters that are not
+        floating-point or supported complex tensors, repeated parameters and invalid values."""
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param_group: expected a dict, got {type(param_group).__name__}")
         params = param_group.get("params")
         if isinstance(params, torch.Tensor):
             params = [params]
         elif params is not None and not isinstance(params, (list, tuple, set)):
             params = list(params)
+        tensors = []
         for i, p in enumerate(params or []):
             named = isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str)
-            if not isinstance(p, torch.Tensor) and not (named and isinstance(p[1], torch.Tensor)):
+            tensor = p[1] if named else p
+            if not isinstance(tensor, torch.Tensor):
                 raise TypeError(f"params: expected tensors or (name, tensor) pairs, got {type(p).__name__} "
                                 f"at position {i}")
-        if params is not None:
-            param_group = {**param_group, "params": params}
-        super().add_param_group(param_group)
-        group = self.param_groups[-1]
-        for name, value in list(group.items()):
+            self._check_param_dtype(tensor, i)
+            tensors.append(tensor)
+        if len({id(t) for t in tensors}) != len(tensors):
+            raise ValueError("params: a parameter appears twice in one param group (it would be stepped twice)")
+        candidate = {**self.defaults, **param_group}
+        extras: dict[str, Hyper] = {}
+        for value in candidate.values():
             for extra, hyper in schedule_hyperparams(value).items():
-                group.setdefault(extra, hyper.default)
-                self._hyperparams.setdefault(extra, hyper)
+                extras.setdefault(extra, hyper)
+                candidate.setdefault(extra, hyper.default)
+        for name, hyper in {**extras, **self._hyperparams}.items():
+            hyper.validate(name, candidate[name])
+        super().add_param_group({**param_group, "params": params} if params is not None else param_group)
+        group = self.param_groups[-1]
+        for extra, hyper in extras.items():
+            group.setdefault(extra, hyper.default)
+            self._hyperparams.setdefault(extra, hyper)
+
+    def _check_param_dtype(self, p: torch.Tensor, i: int) -> None:
+        if p.is_complex():
+            unsupported = sorted({t.name for t in transforms_in(self.transform) if not t.supports_complex})
+            if unsupported:
+                raise TypeError(f"params: complex parameter at position {i} ({p.dtype}), but "
+                                f"{', '.join(unsupported)} is not elementwise over a complex parameter's real "
+                                f"and imaginary parts; optimise real tensors instead")
+        elif not p.is_floating_point():
+            raise TypeError(f"params: expected floating-point or complex tensors, got {p.dtype} at position {i} "
+                            f"(an update would be truncated to an integer)")
+
+    def _validate_group(self, group: dict, in_step: bool = False) -> None:
         for name, hyper in self._hyperparams.items():
-            hyper.validate(name, group[name])
+            if name not in group:
+                raise ValueError(f"{name}: missing from a param group (every group holds every hyperparameter)")
+            hyper.validate(name, group[name], in_step=in_step)
 
     # ------------------------------------------------------------------ step
 
@@ -117,13 +203,14 @@ class ChainOptimizer(torch.optim.Optimizer):
                     raise ValueError("params: sparse gradients are not supported; use a dense embedding")
             elif "step" not in self.state.get(p, ()):
                 continue
-            split[(p.device, p.dtype, isinstance(p, DTensor), self.state[p].get("step", 0))].append(i)
+            # complex parameters are computed as their real views: with the real ones of that dtype
+            split[(p.device, p.dtype.to_real(), isinstance(p, DTensor), self.state[p].get("step", 0))].append(i)
         names = group.get("param_names")
         for (_, _, sharded, step), idx in split.items():
             ps = [params[i] for i in idx]
             yield Bucket(
-                params=[local(p) for p in ps],
-                grads=[local(p.grad) for p in ps],
+                params=[_real(local(p)) for p in ps],
+                grads=[_real(local(p.grad)) for p in ps],
                 states=[self.state[p] for p in ps],
                 group=group,
                 step=step + 1 if stepping else step,
@@ -131,6 +218,7 @@ class ChainOptimizer(torch.optim.Optimizer):
                 names=[names[i] for i in idx] if names is not None else [None] * len(idx),
                 positions=[offset + i for i in idx],
                 fuser=self._fuser if stepping else None,
+                hypers=self._hyperparams,
             )
 
     def _groups(self) -> Iterable[tuple[dict, int]]:
@@ -152,6 +240,19 @@ class ChainOptimizer(torch.optim.Optimizer):
                     if callable(fn):
                         fn(bucket, *args)
 
+    def _check_step(self, buckets: list[Bucket]) -> None:
+        """Everything that can refuse a step, before anything changes: every group's values (a
+        scheduler or the user may have set them), schedules evaluated at each bucket's step, and
+        every transform's ``check_step``."""
+        for group in self.param_groups:
+            self._validate_group(group, in_step=True)
+        for bucket in buckets:
+            for name in self._hyperparams:
+                if _has_schedule(bucket.group[name]):
+                    bucket.hp(name)
+            for t, view in self.transform.walk(bucket):
+                t.check_step(view)
+
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """One optimizer step; ``closure`` (if given) runs first, with gradients enabled."""
@@ -159,13 +260,14 @@ class ChainOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group, offset in self._groups():
-            for bucket in self._buckets(group, offset):
-                if bucket.step == 1:
-                    self.transform.init(bucket)
-                self.transform.update([g.float() for g in bucket.grads], bucket)
-                for s in bucket.states:
-                    s["step"] = bucket.step
+        buckets = [b for group, offset in self._groups() for b in self._buckets(group, offset)]
+        self._check_step(buckets)
+        for bucket in buckets:
+            if bucket.step == 1:
+                self.transform.init(bucket)
+            self.transform.update([g.to(bucket.dtype) for g in bucket.grads], bucket)
+            for s in bucket.states:
+                s["step"] = bucket.step
         return loss
 
     def train(self, mode: bool = True) -> "ChainOptimizer":
@@ -183,44 +285,61 @@ class ChainOptimizer(torch.optim.Optimizer):
 
     def state_bytes(self) -> int:
         """Bytes of optimizer state for the current parameters, known before the first step."""
-        return sum(self.transform.state_bytes(p, g) for g in self.param_groups for p in g["params"])
+        return sum(self.transform.state_bytes(_real(p), g) for g in self.param_groups for p in g["params"])
 
     def state_dict(self) -> dict[str, Any]:
-        """torch's state dict; group values ``torch.load(weights_only=True)`` cannot read
-        (schedules, i.e. code) are left out and keep their current value on load."""
+        """torch's state dict; each param group also records the chain (``"chain"``), and
+        schedules (code, which ``torch.load(weights_only=True)`` cannot read) are recorded by
+        name: on load they must meet the same schedule."""
         sd = super().state_dict()
-        sd["param_groups"] = [
-            {k: v for k, v in g.items() if _weights_only_safe(v)} for g in sd["param_groups"]
-        ]
+        groups = []
+        for g in sd["param_groups"]:
+            saved = {k: _saved(v) for k, v in g.items()}
+            groups.append({**{k: v for k, v in saved.items() if v is not _MISSING}, CHAIN_KEY: self.signature})
+        sd["param_groups"] = groups
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """torch's ``load_state_dict``, except that state tensors keep their own dtype.
+        """Load a state dict saved by an optimizer with the same chain, checking everything first.
 
-        torch casts floating-point state to the parameter's dtype, which turns fp32 moments of
-        bf16 parameters into bf16 (HeavyBall 0.8.1's SOAP then fails on the next step). Tensors
-        are copied to the parameter's device, never shared with ``state_dict``. Group values
-        missing from ``state_dict`` (schedules) keep their current value.
+        Refused with a ``ValueError`` that names what does not match, before anything changes: a
+        state dict of another chain or of a torch.optim optimizer, other group or parameter
+        counts, invalid or missing hyperparameter values, a number where this optimizer has a
+        schedule (or another schedule), and per-parameter state whose entries, shapes or dtypes
+        are not those the chain keeps (:meth:`Transform.state_layout`). Unlike torch, state
+        tensors keep their own dtype (torch casts fp32 moments of bf16 parameters to bf16) and are
+        copied to the parameter's device, never shared with ``state_dict``. A tensor ``lr`` is
+        loaded in place, so a captured graph that reads it stays valid.
         """
         state_dict = state_dict.copy()
         for hook in self._optimizer_load_state_dict_pre_hooks.values():
             result = hook(self, state_dict)
             if result is not None:
                 state_dict = result
+        if not isinstance(state_dict, dict) or not {"state", "param_groups"} <= set(state_dict):
+            raise ValueError("state_dict: expected a dict with 'state' and 'param_groups' (optimizer.state_dict())")
         groups = self.param_groups
-        saved_groups = deepcopy(state_dict["param_groups"])
+        saved_groups = [dict(g) for g in state_dict["param_groups"]]
         if len(groups) != len(saved_groups):
             raise ValueError(
                 f"state_dict: has {len(saved_groups)} parameter groups, the optimizer has {len(groups)}"
             )
+        new_groups = []
         for i, (g, s) in enumerate(zip(groups, saved_groups)):
             if len(g["params"]) != len(s["params"]):
                 raise ValueError(
                     f"state_dict: parameter group {i} has {len(s['params'])} parameters, "
                     f"the optimizer's has {len(g['params'])}"
                 )
+            new_groups.append(self._loaded_group(i, g, s))
         id_map = dict(zip(iter_chain.from_iterable(s["params"] for s in saved_groups),
                           iter_chain.from_iterable(g["params"] for g in groups)))
+        for k in state_dict["state"]:
+            if k not in id_map:
+                raise ValueError(f"state_dict: has state for parameter {k!r}, which none of its param groups lists")
+        layouts = self._layouts(new_groups)
+        for k, v in state_dict["state"].items():
+            self._check_param_state(v, *layouts[id_map[k]])
 
         def to_device(value: Any, device: torch.device) -> Any:
             if isinstance(value, torch.Tensor):
@@ -233,18 +352,83 @@ class ChainOptimizer(torch.optim.Optimizer):
 
         state: defaultdict[Any, dict] = defaultdict(dict)
         for k, v in state_dict["state"].items():
-            if k in id_map:
-                state[id_map[k]] = to_device(v, id_map[k].device)
-            else:
-                state[k] = v
-        new_groups = []
-        for g, s in zip(groups, saved_groups):
-            merged = {**g, **s}
-            merged["params"] = g["params"]
-            new_groups.append(merged)
+            state[id_map[k]] = to_device(v, id_map[k].device)
+        for g, new in zip(groups, new_groups):  # a tensor lr is loaded into the optimizer's own tensor
+            for name, value in new.items():
+                if name == "params" or value is g.get(name):
+                    continue
+                if isinstance(g.get(name), torch.Tensor):
+                    new[name] = g[name].copy_(value) if isinstance(value, torch.Tensor) else g[name].fill_(value)
+                elif isinstance(value, torch.Tensor):
+                    new[name] = value.detach().clone()
         self.__setstate__({"state": state, "param_groups": new_groups})
         for hook in self._optimizer_load_state_dict_post_hooks.values():
             hook(self)
+
+    def _loaded_group(self, i: int, group: dict, saved: dict) -> dict:
+        """The group after loading ``saved`` into ``group`` (checked; nothing is changed yet)."""
+        where = f"state_dict: param group {i}"
+        signature = saved.pop(CHAIN_KEY, None)
+        if signature is None:
+            raise ValueError(f"{where} has no {CHAIN_KEY!r} entry: the state dict was not saved by a heavyball_chain "
+                             f"optimizer (a torch.optim checkpoint?), or by heavyball_chain 0.1.0, before state dicts "
+                             f"recorded their chain. For the latter, once you know it was saved by this same "
+                             f"optimizer, set every group's {CHAIN_KEY!r} to optimizer.signature and load again")
+        if signature != self.signature:
+            raise ValueError(f"{where} was saved by an optimizer with another chain; its state does not belong to "
+                             f"this one.\n  saved:  {signature}\n  this:   {self.signature}")
+        merged = {**group}
+        for name, value in saved.items():
+            if name == "params":
+                continue
+            if name not in self._hyperparams:
+                merged[name] = value  # not ours (e.g. a scheduler's initial_lr): torch keeps it
+                continue
+            try:
+                value = _restored(name, value, group[name])
+                self._hyperparams[name].validate(name, value)
+            except ValueError as exc:
+                raise ValueError(f"{where}: {exc}") from None
+            merged[name] = value
+        missing = [n for n in self._hyperparams if n not in saved and not _has_schedule(group[n])]
+        if missing:
+            raise ValueError(f"{where} has no value for {', '.join(map(repr, missing))}")
+        return merged
+
+    def _layouts(self, groups: list[dict]) -> dict[torch.Tensor, tuple]:
+        """Per parameter: (where, what the chain keeps for it, the parameter as transforms see it)."""
+        out = {}
+        offset = 0
+        for gi, group in enumerate(groups):
+            names = group.get("param_names")
+            for i, p in enumerate(group["params"]):
+                seen = _real(p)
+                view = Bucket(params=[seen], grads=[None], states=[{}], group=group, step=0,
+                              sharded=[p] if isinstance(p, DTensor) else None,
+                              names=[names[i] if names else None], positions=[offset + i], hypers=self._hyperparams)
+                label = f"parameter {offset + i}" + (f" ({names[i]})" if names else "")
+                out[p] = (label, {"step": _STEP, **self.transform.state_layout(view)}, seen)
+            offset += len(group["params"])
+        return out
+
+    @staticmethod
+    def _check_param_state(saved: Any, where: str, layout: dict[str, Slot], p: torch.Tensor) -> None:
+        if not isinstance(saved, dict):
+            raise ValueError(f"state_dict: the state of {where} is a {type(saved).__name__}, expected a dict")
+        if not saved:
+            return
+        unknown = sorted(set(saved) - set(layout))
+        if unknown:
+            raise ValueError(f"state_dict: the state of {where} has {', '.join(map(repr, unknown))}, which this "
+                             f"chain does not keep (saved by another optimizer or chain? A transform of your own "
+                             f"declares its state in slots())")
+        missing = sorted(k for k, slot in layout.items() if k not in saved and (slot.init is not None or k == "step"))
+        if missing:
+            raise ValueError(f"state_dict: the state of {where} lacks {', '.join(map(repr, missing))}")
+        for key, value in saved.items():
+            problem = layout[key].problem(value, p)
+            if problem is not None:
+                raise ValueError(f"state_dict: the state of {where}: {key!r} is {problem}")
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()

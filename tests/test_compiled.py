@@ -69,6 +69,36 @@ def test_compiled_run_equals_eager_run(preset):
     assert moved > 1e-3  # the comparison is not between two untouched models
 
 
+@pytest.mark.parametrize("name", ["ForeachAdamW", "ForeachSFAdamW", "ForeachADOPT"])
+def test_compiled_float64_computes_in_float64(name):
+    """fp64 parameters: the kernel's state and scalars are fp64, so compiled equals eager to fp64
+    rounding (a kernel computing in fp32 would be ~1e-8 off)."""
+    eager, _ = _run(lambda ps: getattr(hc, name)(ps, lr=1e-2), dtype=torch.float64)
+    compiled, opt = _run(lambda ps: getattr(hc, name)(ps, lr=1e-2, compile=True), dtype=torch.float64)
+    for p, q in zip(eager.parameters(), compiled.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-13)
+    assert {v.dtype for s in opt.state.values() for v in s.values() if torch.is_tensor(v)} == {torch.float64}
+
+
+@pytest.mark.parametrize("name", ["ForeachLaProp", "ForeachSFAdamW"])
+def test_compiled_tensor_lr_equals_eager_and_does_not_recompile(name):
+    """A 0-d tensor lr reaches the kernel as a tensor: a scheduler changing it in place every step
+    never recompiles, and the run equals the eager one."""
+    models = []
+    for compile in (False, True):
+        model = make_net(0)
+        lr = torch.tensor(1e-2)
+        opt = getattr(hc, name)(model.parameters(), lr=lr, compile=compile)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 0.8**e)
+        for i in range(STEPS):
+            with torch._dynamo.config.patch(error_on_recompile=compile and i >= 3):
+                train(model, opt, 1, start=i)
+            sched.step()
+        assert opt.param_groups[0]["lr"] is lr and lr.item() == pytest.approx(1e-2 * 0.8**STEPS)
+        models.append(model)
+    _assert_params_close(*models)
+
+
 @pytest.mark.parametrize("name", ["ForeachAdamW", "ForeachSFAdamW"])
 def test_compiled_bf16_matches_eager(name):
     """bf16 parameters: moments, decay and lr fuse; the stochastic-rounding write stays eager with

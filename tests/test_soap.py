@@ -1,5 +1,6 @@
 """SOAP: parity with heavyball 0.8.1, schedules, shapes, options, and the presets' structure."""
 
+import inspect
 import math
 
 import pytest
@@ -255,3 +256,176 @@ def test_bf16_trains_close_to_fp32():
         finals[dtype] = ((x @ w.detach().float()) - y).pow(2).mean().item()
     assert finals[torch.float32] < 0.05 * y.pow(2).mean().item()
     assert finals[torch.bfloat16] < 2 * finals[torch.float32] + 0.05
+
+
+# --------------------------------------------------------------------------- range: huge and zero gradients
+
+
+def _finite_state(opt):
+    return all(bool(torch.isfinite(v).all()) for s in opt.state.values() for v in s.values() if torch.is_tensor(v))
+
+
+def test_huge_first_gradient_gives_the_basis_of_the_scaled_one():
+    """Entries ~1e19 (fp32): G G^T overflows to inf and eigh raised. The gradient is scaled by a
+    power of two first, so the basis is that of G itself and the first update is unchanged."""
+    gen = torch.Generator().manual_seed(5)
+    grads = [well_posed((7, 7), gen) for _ in range(2)]  # full rank: a basis without arbitrary columns
+    runs = {}
+    for scale in (1.0, 2.0 ** 64):
+        p = torch.nn.Parameter(torch.zeros(7, 7))
+        opt = hc.ForeachSOAP([p], weight_decay=0)
+        for g in grads:
+            p.grad = g * scale
+            opt.step()
+            assert _finite_state(opt)
+        runs[scale] = (p.detach().clone(), opt.state[p])
+    (p1, s1), (p2, s2) = runs[1.0], runs[2.0 ** 64]
+    for k in ("soap/Q0", "soap/Q1"):
+        torch.testing.assert_close(s2[k].abs(), s1[k].abs(), rtol=0, atol=1e-4)  # columns up to sign
+    torch.testing.assert_close(p2, p1, rtol=0, atol=1e-6)
+    assert p1.abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("value", [1e19, 3e38])
+def test_huge_gradients_keep_soap_finite(value):
+    """Every step huge (factor updates, refreshes at t = 2, 4, 6, a 3-D tensor and a
+    preconditioned vector included), then a huge spike after ordinary steps: state, parameters
+    and updates stay finite and the updates bounded (sign-like, as Adam's)."""
+    torch.manual_seed(0)
+    shapes = [(8, 8), (4, 3, 5), (6,)]
+    params = [torch.nn.Parameter(torch.zeros(s)) for s in shapes]
+    opt = hc.ForeachSOAP(params, lr=0.1, weight_decay=0, precondition_1d=True, merge_dims=False)
+    for step in range(12):
+        before = [p.detach().clone() for p in params]
+        huge = step < 7 or step == 10
+        for p in params:
+            p.grad = torch.randn(p.shape).sign() * value if huge else torch.randn(p.shape)
+        opt.step()
+        assert _finite_state(opt), step
+        assert max((p.detach() - b).abs().max().item() for p, b in zip(params, before)) < 1.0
+        for p in params:
+            for k, q in opt.state[p].items():
+                if k.startswith("soap/Q"):
+                    torch.testing.assert_close(q.T @ q, torch.eye(q.shape[0]), rtol=0, atol=1e-4)
+    assert max(p.detach().abs().max().item() for p in params) > 0.1
+
+
+def test_zero_first_gradient_starts_from_the_identity_basis():
+    """An exactly zero first gradient: GG = 0, Q = I (the QR of zero), finite; training then
+    proceeds and the first refresh after a nonzero gradient leaves the identity."""
+    p = torch.nn.Parameter(torch.zeros(5, 4))
+    opt = hc.ForeachSOAP([p], weight_decay=0)
+    p.grad = torch.zeros(5, 4)
+    opt.step()
+    assert torch.equal(opt.state[p]["soap/GG0"], torch.zeros(5, 5))
+    assert torch.equal(opt.state[p]["soap/Q0"], torch.eye(5)) and torch.equal(opt.state[p]["soap/Q1"], torch.eye(4))
+    gen = torch.Generator().manual_seed(2)
+    for _ in range(2):
+        p.grad = well_posed((5, 4), gen)
+        opt.step()
+    assert _finite_state(opt) and p.detach().abs().max() > 0
+    assert not torch.allclose(opt.state[p]["soap/Q0"].abs(), torch.eye(5), atol=1e-2)
+
+
+# --------------------------------------------------------------------------- hyperparameters
+
+
+def test_schedules_are_evaluated_at_soaps_step():
+    """eps, shampoo_beta, correct_bias, normalize_grads, precondition_frequency and the elements
+    of precond_scheduler may be schedules, evaluated at SOAP's step t (optimizer step - 1)."""
+    g = [torch.randn(4, 4, generator=torch.Generator().manual_seed(k)) for k in range(3)]
+    p = torch.nn.Parameter(torch.zeros(4, 4))
+    opt = hc.ForeachSOAP([p], weight_decay=0, shampoo_beta=lambda t: 0.5 if t == 1 else 0.25)
+    for x in g:
+        p.grad = x.clone()
+        opt.step()
+    expected = torch.lerp(torch.lerp(g[0] @ g[0].T, g[1] @ g[1].T, 0.5), g[2] @ g[2].T, 0.75)
+    torch.testing.assert_close(opt.state[p]["soap/GG0"], expected, rtol=1e-5, atol=1e-5)
+
+    const = dict(eps=1e-8, correct_bias=True, normalize_grads=False, precondition_frequency=3, shampoo_beta=0.9)
+    scheduled = {k: (lambda v: lambda t: v)(v) for k, v in const.items()}
+    a, _ = run(lambda ps: hc.ForeachSOAP(ps, max_precond_dim=32, **const), steps=8)
+    b, _ = run(lambda ps: hc.ForeachSOAP(ps, max_precond_dim=32, **scheduled), steps=8)
+    assert all(torch.equal(x, y) for x, y in zip(a[-1], b[-1]))
+    a, _ = run(lambda ps: hc.PrecondScheduleForeachSOAP(ps, max_precond_dim=32, precond_scheduler=(0.5, 9)), steps=8)
+    b, _ = run(lambda ps: hc.PrecondScheduleForeachSOAP(ps, max_precond_dim=32,
+                                                         precond_scheduler=(lambda t: 0.5, 9)), steps=8)
+    assert all(torch.equal(x, y) for x, y in zip(a[-1], b[-1]))
+
+
+@pytest.mark.parametrize("name,value", [("max_precond_dim", 8), ("merge_dims", True), ("precondition_1d", False),
+                                        ("data_format", "channels_first")])
+def test_layout_hyperparameters_cannot_be_schedules(name, value):
+    """They decide which factors exist and their shapes: a schedule is refused at construction
+    (and in add_param_group), not at some later step."""
+    schedule = lambda t: value  # noqa: E731
+    with pytest.raises(ValueError, match=f"^{name}: .*schedule"):
+        hc.ForeachSOAP([torch.nn.Parameter(torch.zeros(4, 4))], **{name: schedule})
+    opt = hc.ForeachSOAP([torch.nn.Parameter(torch.zeros(4, 4))])
+    with pytest.raises(ValueError, match=f"^{name}: .*schedule"):
+        opt.add_param_group({"params": [torch.nn.Parameter(torch.zeros(3))], name: schedule})
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"max_precond_dim": 0}, "max_precond_dim: expected an integer >= 1 .*ForeachAdamW or ForeachLaProp"),
+    ({"max_precond_dim": -1}, "max_precond_dim"),
+    ({"max_precond_dim": 2.5}, "max_precond_dim"),
+    ({"max_precond_dim": True}, "max_precond_dim"),
+    ({"shampoo_beta": 1.0}, "shampoo_beta"),
+    ({"shampoo_beta": False}, "shampoo_beta"),
+    ({"shampoo_beta": float("nan")}, "shampoo_beta"),
+    ({"precondition_frequency": 0}, "precondition_frequency"),
+    ({"precondition_frequency": True}, "precondition_frequency"),
+    ({"merge_dims": 1}, "merge_dims"),
+    ({"precondition_1d": "yes"}, "precondition_1d"),
+    ({"normalize_grads": None}, "normalize_grads"),
+    ({"correct_bias": 0}, "correct_bias"),
+])
+def test_bad_soap_hyperparameters_name_the_argument(kwargs, match):
+    with pytest.raises(ValueError, match="^" + match):
+        hc.ForeachSOAP([torch.nn.Parameter(torch.zeros(4, 4))], **kwargs)
+    with pytest.raises(ValueError, match="^" + match.split(":")[0]):  # the transform in a hand-built chain
+        hc.ChainOptimizer([torch.nn.Parameter(torch.zeros(4, 4))],
+                          hc.chain(T.soap_precondition(), T.apply_updates()), **kwargs)
+
+
+def test_every_and_precond_scheduler_elements_are_checked():
+    for n in (0, -2, 1.5, True):
+        with pytest.raises(ValueError, match="^every: n"):
+            T.every(n)
+    for bad in ((1 / 3, 0), (math.inf, 9), (True, 9), (1 / 3,), 5, (lambda t: 1 / 3, 0.0)):
+        with pytest.raises(ValueError, match="^precond_scheduler"):
+            hc.PrecondScheduleForeachSOAP([torch.nn.Parameter(torch.zeros(4, 4))], precond_scheduler=bad)
+
+
+def _bad_values(preset):
+    palm = "beta" in inspect.signature(preset).parameters
+    return {
+        "lr": [-1.0], "beta": [1.5], "eps": [0.0], "weight_decay": [-1.0],
+        "betas": [(1.5, None), (0.9, 0.95), 0.9] if palm else [(0.9, 1.5), (0.9,), 0.9],
+        "shampoo_beta": [1.0, False], "precondition_frequency": [0, True], "max_precond_dim": [0, True],
+        "merge_dims": [1], "precondition_1d": [1], "normalize_grads": [None], "correct_bias": [0],
+        "data_format": ["channels_last"], "warmup_steps": [-1], "beta2_scale": [-1.0],
+        "precond_scheduler": [(1 / 3, 0), (math.inf, 9), 5, (lambda t: 1 / 3, 0.0)],
+        "r": [float("nan")], "weight_lr_power": [-1.0], "gradient_clip_val": [-1.0],
+    }
+
+
+@pytest.mark.parametrize("name", [
+    "ForeachSOAP", "PaLMForeachSOAP", "PrecondScheduleForeachSOAP", "PrecondSchedulePaLMForeachSOAP",
+    "SFPaLMForeachSOAP", "PrecondScheduleSFPaLMForeachSOAP"])
+def test_every_preset_argument_is_validated(name):
+    """Each argument of each SOAP preset (tuple elements included, and a non-tuple where a tuple
+    is expected) is refused with a ValueError whose message starts with its name; lists work."""
+    preset = getattr(hc, name)
+    bad = _bad_values(preset)
+    arguments = set(inspect.signature(preset).parameters) - {"params", "compile"}
+    assert arguments <= set(bad), sorted(arguments - set(bad))
+    for arg in sorted(arguments):
+        for value in bad[arg]:
+            with pytest.raises(ValueError, match=f"^{arg}"):
+                preset([torch.nn.Parameter(torch.zeros(4, 4))], **{arg: value})
+    lists = {k: v for k, v in (("betas", [0.9, 0.95] if "beta" not in arguments else [0.8, None]),
+                               ("precond_scheduler", [0.5, 9])) if k in arguments}
+    opt = preset([torch.nn.Parameter(torch.zeros(4, 4))], **lists)
+    assert all(isinstance(opt.param_groups[0][k], tuple) for k in lists)

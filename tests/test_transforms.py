@@ -81,23 +81,32 @@ def test_scale_by_laprop_closed_form():
         torch.testing.assert_close(got.double(), p, rtol=0, atol=1e-6)
 
 
-def test_scale_by_adopt_closed_form():
+@pytest.mark.parametrize("clip", ["default", None, 0.7], ids=["k^0.25", "none", "0.7"])
+def test_scale_by_adopt_closed_form(clip):
+    """HeavyBall's timing with the paper's clipping: the k-th momentum update (k = t - 1) clips
+    the normalised gradient to +-k^0.25 (default), a constant, or not at all."""
     gs = grads(8)
     p0 = torch.randn(5)
     tx = hc.chain(T.scale_by_adopt(), T.scale_by_learning_rate(), T.apply_updates())
-    ours, _ = run_chain(tx, gs, p0, lr=0.01, betas=(0.8, 0.95), eps=1e-8)
+    kw = {} if clip == "default" else {"clip": clip}
+    ours, _ = run_chain(tx, gs, p0, lr=0.01, betas=(0.8, 0.95), eps=1e-8, **kw)
+    bound = {"default": lambda k: k**0.25, None: lambda k: math.inf, 0.7: lambda k: 0.7}[clip]
     b1h = lambda t: T.beta_debias(0.8, t)  # noqa: E731
     b2h = lambda t: T.beta_debias(0.95, t)  # noqa: E731
     p, m, v = p0.double(), torch.zeros(5, dtype=torch.float64), torch.zeros(5, dtype=torch.float64)
+    clipped = False
     for t, (g, got) in enumerate(zip(gs, ours), 1):
         g = g.double()
         if t >= 3:
             p = p - 0.01 * m
         if t >= 2:
-            m = b1h(t - 1) * m + (1 - b1h(t - 1)) * g / v.sqrt()
+            n = g / v.sqrt()
+            clipped |= bool((n.abs() > bound(t - 1)).any())
+            m = b1h(t - 1) * m + (1 - b1h(t - 1)) * n.clamp(-bound(t - 1), bound(t - 1))
         v = b2h(t) * v + (1 - b2h(t)) * g * g
         torch.testing.assert_close(got.double(), p, rtol=0, atol=1e-6)
     assert torch.equal(ours[0], p0) and torch.equal(ours[1], p0)
+    assert clipped == (clip is not None)  # the clip was active in this run
 
 
 def test_weight_decay_and_warmup_closed_form():
@@ -151,7 +160,8 @@ def test_schedule_accepted_where_a_number_is():
         p.grad = torch.ones(2)
         opt.step()
     torch.testing.assert_close(p.detach(), torch.full((2,), -0.6))  # 0.1 + 0.2 + 0.3
-    assert "lr" not in opt.state_dict()["param_groups"][0]  # code is not saved
+    saved = opt.state_dict()["param_groups"][0]["lr"]  # code is not saved, only its name
+    assert saved == "<schedule test_schedule_accepted_where_a_number_is.<locals>.<lambda>>"
 
 
 def test_stochastic_round_is_unbiased_and_brackets():

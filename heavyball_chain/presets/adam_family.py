@@ -15,6 +15,7 @@ from ..transforms import (
     scale_by_learning_rate,
     stochastic_round_apply,
 )
+from ..transforms.schedules import step_power
 
 __all__ = ["ForeachAdamW", "ForeachLaProp", "ForeachADOPT", "decoupled"]
 
@@ -29,30 +30,34 @@ def decoupled(moments: Transform):
     )
 
 
-class _AdamFamily(ChainOptimizer):
-    moments: type[Transform]
-
-    def __init__(self, params, lr=0.0025, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.0, warmup_steps=0, compile=False):
-        super().__init__(params, decoupled(self.moments()), compile=compile, lr=lr, betas=betas, eps=eps,
-                         weight_decay=weight_decay, warmup_steps=warmup_steps)
-
-
-class ForeachAdamW(_AdamFamily):
+class ForeachAdamW(ChainOptimizer):
     """AdamW: ``p = p (1 - lr wd) - lr m / max(sqrt(v), eps)`` with debiased betas.
 
     eps clamps the denominator (torch.optim.AdamW adds it: ``m̂ / (sqrt(v̂) + eps)``).
     """
 
-    moments = scale_by_adam
+    def __init__(self, params, lr=0.0025, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.0, warmup_steps=0,
+                 compile=False):
+        super().__init__(params, decoupled(scale_by_adam()), compile=compile, lr=lr, betas=betas, eps=eps,
+                         weight_decay=weight_decay, warmup_steps=warmup_steps)
 
 
-class ForeachLaProp(_AdamFamily):
+class ForeachLaProp(ChainOptimizer):
     """LaProp: momentum of the normalised gradient, ``p = p (1 - lr wd) - lr m``."""
 
-    moments = scale_by_laprop
+    def __init__(self, params, lr=0.0025, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.0, warmup_steps=0,
+                 compile=False):
+        super().__init__(params, decoupled(scale_by_laprop()), compile=compile, lr=lr, betas=betas, eps=eps,
+                         weight_decay=weight_decay, warmup_steps=warmup_steps)
 
 
-class ForeachADOPT(_AdamFamily):
-    """ADOPT as HeavyBall 0.8.1 runs it: the update at step t is the momentum of step t-1."""
+class ForeachADOPT(ChainOptimizer):
+    """ADOPT as HeavyBall 0.8.1 runs it (the update at step t is the momentum of step t-1), with
+    the paper's clipping of the normalised gradient to ``±clip(k)`` at the k-th momentum update:
+    ``clip`` is a number, a schedule (default ``step_power(0.25)``, i.e. ``k^0.25``) or ``None``
+    (no clipping: HeavyBall 0.8.1, which divides by eps where a first gradient was exactly 0)."""
 
-    moments = scale_by_adopt
+    def __init__(self, params, lr=0.0025, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.0, warmup_steps=0,
+                 clip=step_power(0.25), compile=False):
+        super().__init__(params, decoupled(scale_by_adopt()), compile=compile, lr=lr, betas=betas, eps=eps,
+                         weight_decay=weight_decay, warmup_steps=warmup_steps, clip=clip)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from ..core import named_chain
 from ..optimizer import ChainOptimizer
-from ..transforms import add_decayed_weights, palm_beta2, scale_by_rms, schedule_free
+from ..transforms import add_decayed_weights, scale_by_rms, schedule_free
+from ..transforms.schedules import palm_betas
 
 __all__ = ["ForeachSFAdamW", "PaLMForeachSFAdamW"]
 
@@ -49,11 +50,6 @@ class PaLMForeachSFAdamW(ChainOptimizer):
 
     def __init__(self, params, lr=0.0025, beta=0.9, betas=(None, None), eps=1e-8, weight_decay=0.0,
                  warmup_steps=0, r=0.0, weight_lr_power=2.0, beta2_scale=0.8, compile=False):
-        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-            raise ValueError(f"betas: expected a pair (beta1 or None, None), got {betas!r}")
-        if betas[1] is not None:
-            raise ValueError("betas: beta2 follows the PaLM schedule (set beta2_scale); pass betas=(beta1, None)")
-        beta = beta if betas[0] is None else betas[0]
-        super().__init__(params, sf_adamw_chain(), compile=compile, lr=lr, betas=(beta, palm_beta2()), eps=eps,
+        super().__init__(params, sf_adamw_chain(), compile=compile, lr=lr, betas=palm_betas(beta, betas), eps=eps,
                          weight_decay=weight_decay, warmup_steps=warmup_steps, r=r,
                          weight_lr_power=weight_lr_power, beta2_scale=beta2_scale)

@@ -25,7 +25,7 @@ from ..transforms import (
     schedule_free,
     stochastic_round_apply,
 )
-from ..transforms.soap import every, precond_schedule, soap_precondition
+from ..transforms.soap import _as_tuple, every, precond_schedule, soap_precondition
 
 __all__ = [
     "ForeachSOAP",
@@ -42,7 +42,12 @@ __all__ = [
 
 def soap_chain(betas, refresh: Schedule, schedule_free_: bool = False):
     """SOAP -> decoupled weight decay -> -lr (warmup) -> apply; or, schedule-free:
-    AGC -> SOAP without first moment -> weight decay at y -> schedule_free."""
+    AGC -> SOAP without first moment -> weight decay at y -> schedule_free.
+
+    The presets pass every argument as a param-group value this chain declares, so ChainOptimizer
+    validates it (tuples element by element; a ValueError naming the argument). The exceptions are
+    checked by the presets: ``beta`` becomes ``betas[0]``, and ``precondition_frequency`` must keep
+    its default where the random schedule decides (``_no_frequency``)."""
     if not schedule_free_:
         return named_chain(
             ("soap", soap_precondition(refresh, betas=betas)),
@@ -77,6 +82,9 @@ def _no_frequency(precondition_frequency):
 
 class _SOAP(ChainOptimizer):
     def _build(self, params, refresh, sf=False, **hp):
+        for name in ("betas", "precond_scheduler"):  # lists become tuples; other types are left to the checks
+            if name in hp:
+                hp[name] = _as_tuple(hp[name])
         super().__init__(params, soap_chain(hp["betas"], refresh, sf), **hp)
 
 
@@ -88,7 +96,7 @@ class ForeachSOAP(_SOAP):
     def __init__(self, params, lr=3e-3, betas=(0.9, 0.95), shampoo_beta=None, eps=1e-8, weight_decay=0.01,
                  precondition_frequency=2, max_precond_dim=2048, merge_dims=True, precondition_1d=False,
                  normalize_grads=False, data_format="channels_first", correct_bias=True, warmup_steps=1, compile=False):
-        self._build(params, every(), compile=compile, lr=lr, betas=tuple(betas), shampoo_beta=shampoo_beta, eps=eps,
+        self._build(params, every(), compile=compile, lr=lr, betas=betas, shampoo_beta=shampoo_beta, eps=eps,
                     weight_decay=weight_decay, precondition_frequency=precondition_frequency,
                     max_precond_dim=max_precond_dim, merge_dims=merge_dims, precondition_1d=precondition_1d,
                     normalize_grads=normalize_grads, data_format=data_format, correct_bias=correct_bias,
@@ -121,10 +129,10 @@ class PrecondScheduleForeachSOAP(_SOAP):
                  normalize_grads=False, data_format="channels_first", correct_bias=True, warmup_steps=1,
                  precond_scheduler=(1 / 3, 9), compile=False):
         _no_frequency(precondition_frequency)
-        self._build(params, precond_schedule(), compile=compile, lr=lr, betas=tuple(betas), shampoo_beta=shampoo_beta,
+        self._build(params, precond_schedule(), compile=compile, lr=lr, betas=betas, shampoo_beta=shampoo_beta,
                     eps=eps, weight_decay=weight_decay, max_precond_dim=max_precond_dim, merge_dims=merge_dims,
                     precondition_1d=precondition_1d, normalize_grads=normalize_grads, data_format=data_format,
-                    correct_bias=correct_bias, warmup_steps=warmup_steps, precond_scheduler=tuple(precond_scheduler))
+                    correct_bias=correct_bias, warmup_steps=warmup_steps, precond_scheduler=precond_scheduler)
 
 
 class PrecondSchedulePaLMForeachSOAP(_SOAP):
@@ -139,7 +147,7 @@ class PrecondSchedulePaLMForeachSOAP(_SOAP):
         self._build(params, precond_schedule(), compile=compile, lr=lr, betas=betas, shampoo_beta=shampoo_beta,
                     eps=eps, weight_decay=weight_decay, max_precond_dim=max_precond_dim, merge_dims=merge_dims,
                     precondition_1d=precondition_1d, normalize_grads=normalize_grads, data_format=data_format,
-                    correct_bias=correct_bias, warmup_steps=warmup_steps, precond_scheduler=tuple(precond_scheduler),
+                    correct_bias=correct_bias, warmup_steps=warmup_steps, precond_scheduler=precond_scheduler,
                     beta2_scale=beta2_scale)
 
 
@@ -175,7 +183,7 @@ class PrecondScheduleSFPaLMForeachSOAP(_SOAP):
                     weight_decay=weight_decay, max_precond_dim=max_precond_dim, merge_dims=merge_dims,
                     precondition_1d=precondition_1d, normalize_grads=normalize_grads, data_format=data_format,
                     correct_bias=correct_bias, warmup_steps=warmup_steps, r=r, weight_lr_power=weight_lr_power,
-                    gradient_clip_val=gradient_clip_val, precond_scheduler=tuple(precond_scheduler),
+                    gradient_clip_val=gradient_clip_val, precond_scheduler=precond_scheduler,
                     beta2_scale=beta2_scale)
 
 

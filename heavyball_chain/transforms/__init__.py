@@ -7,7 +7,7 @@ from .gradient import add_noise, cautious, clip_by_global_norm, clip_by_value, s
 from .moments import beta_debias, scale_by_adam, scale_by_adopt, scale_by_laprop, scale_by_rms
 from .scaling import add_decayed_weights, scale_by_learning_rate
 from .schedule_free import schedule_free
-from .schedules import palm_beta2
+from .schedules import palm_beta2, step_power
 from .soap import every, precond_schedule, soap_precondition
 from .wrappers import apply_if_finite, identity, masked, multi_steps, partition, scale
 
@@ -41,6 +41,7 @@ __all__ = [
     "schedule_free",
     "soap_precondition",
     "stochastic_round_",
+    "step_power",
     "stochastic_round_apply",
     "trace",
 ]

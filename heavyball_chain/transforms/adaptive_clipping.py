@@ -29,7 +29,7 @@ class clip_by_adaptive_norm(Transform):  # noqa: N801 - optax-style transform na
         clip = bucket.hp("gradient_clip_val")
         if clip <= 0:
             return updates
-        scale = bucket.norms(bucket.params_fp32())
+        scale = bucket.norms(bucket.params_compute())
         torch._foreach_maximum_(scale, self.minimum)
         u_norm = bucket.norms(updates)
         torch._foreach_maximum_(u_norm, self.eps)

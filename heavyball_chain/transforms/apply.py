@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from ..core import Bucket, Transform
+from ..core import Bucket, Slot, Transform
 
-__all__ = ["apply_updates", "stochastic_round_apply", "stochastic_round_", "StochasticWriter"]
+__all__ = ["apply_updates", "stochastic_round_apply", "stochastic_round_", "StochasticWriter", "seed_for"]
 
 _MIX = 0x9E3779B97F4A7C15  # odd 64-bit constant (golden ratio) to spread seeds
 _MASK = (1 << 63) - 1
@@ -26,32 +26,40 @@ def stochastic_round_(target: torch.Tensor, source: torch.Tensor, generator: tor
     target.copy_(noise.view(torch.float32))
 
 
-class StochasticWriter:
-    """Writes fp32 values into a bucket's parameters: fp32 parameters are updated in place by the
-    caller (``bucket.params_fp32()`` returns them), bf16 ones by stochastic rounding, others
-    (fp16) by round-to-nearest.
+def seed_for(seed: int, position: int) -> int:
+    """A 63-bit seed for the parameter at ``position`` in the optimizer (over all param groups):
+    distinct per parameter, the same after a resume or an ``add_param_group``."""
+    return (seed * _MIX + position + 1) & _MASK
 
-    The random bits come from a generator seeded by a per-parameter ``seed`` kept in the state
-    (set at init from ``seed`` and the order in which parameters are first seen), the step and a
-    ``stream`` number, so a resumed run draws the same bits and two writes of one step (a
-    schedule-free step and a following ``eval()``) draw different ones.
+
+class StochasticWriter:
+    """Writes compute-dtype values into a bucket's parameters: fp32/fp64 parameters are updated in
+    place by the caller (``bucket.params_compute()`` returns them), bf16 ones by stochastic
+    rounding, others (fp16) by round-to-nearest.
+
+    The random bits come from a generator seeded by the ``seed`` of the bucket's first parameter
+    (kept in the state, derived from ``seed`` and the parameter's position in the optimizer), the
+    step and a ``stream`` number, so a resumed run draws the same bits, a parameter added later
+    never shares a seed, and two writes of one step (a schedule-free step and a following
+    ``eval()``) draw different ones.
     """
 
     def __init__(self, seed: int = 0):
         self.seed = seed
-        self._count = 0
 
-    def _next_seed(self, _p) -> int:
-        self._count += 1
-        return (self.seed * _MIX + self._count) & _MASK
+    @staticmethod
+    def slots(bucket: Bucket) -> dict[str, Slot]:
+        return {"seed": Slot(int, init=None)} if bucket.params[0].dtype == torch.bfloat16 else {}
 
     def init(self, bucket: Bucket) -> None:
         if bucket.params[0].dtype == torch.bfloat16:
-            bucket.init_state("seed", self._next_seed)
+            key = bucket.key("seed")
+            for position, s in zip(bucket.positions, bucket.states):
+                s.setdefault(key, seed_for(self.seed, position))
 
     def write(self, bucket: Bucket, values: list[torch.Tensor], stream: int = 0) -> None:
         dtype = bucket.params[0].dtype
-        if dtype == torch.float32:
+        if dtype == bucket.dtype:
             return  # ``values`` are the parameters themselves, already updated
         if dtype != torch.bfloat16:
             for p, v in zip(bucket.params, values):
@@ -64,19 +72,19 @@ class StochasticWriter:
             stochastic_round_(p, v, gen)
 
 
-def _fuse_fp32_write(bucket: Bucket) -> tuple | None:
-    """The compiled path writes fp32 parameters in place; other dtypes are rounded eagerly."""
-    return () if bucket.params[0].dtype == torch.float32 else None
+def _fuse_in_place_write(bucket: Bucket) -> tuple | None:
+    """The compiled path writes fp32/fp64 parameters in place; other dtypes are rounded eagerly."""
+    return () if bucket.params[0].dtype == bucket.dtype else None
 
 
 class apply_updates(Transform):  # noqa: N801 - optax-style transform name
-    """``p = p + u``, computed in fp32; low-precision parameters get round-to-nearest."""
+    """``p = p + u``, computed in the compute dtype; low-precision parameters get round-to-nearest."""
 
     name = "apply_updates"
     writes_params = True
 
     def update(self, updates, bucket):
-        p32 = bucket.params_fp32()
+        p32 = bucket.params_compute()
         torch._foreach_add_(p32, updates)
         if p32[0] is not bucket.params[0]:
             for p, v in zip(bucket.params, p32):
@@ -84,7 +92,7 @@ class apply_updates(Transform):  # noqa: N801 - optax-style transform name
         return updates
 
     def fuse(self, bucket):
-        return _fuse_fp32_write(bucket)
+        return _fuse_in_place_write(bucket)
 
     def fused(self, u, p, state, s):
         p.add_(u)
@@ -105,17 +113,20 @@ class stochastic_round_apply(Transform):  # noqa: N801
     def __init__(self, seed: int = 0):
         self.writer = StochasticWriter(seed)
 
+    def slots(self, bucket):
+        return self.writer.slots(bucket)
+
     def init(self, bucket: Bucket) -> None:
         self.writer.init(bucket)
 
     def update(self, updates, bucket):
-        p32 = bucket.params_fp32()
+        p32 = bucket.params_compute()
         torch._foreach_add_(p32, updates)
         self.writer.write(bucket, p32)
         return updates
 
     def fuse(self, bucket):
-        return _fuse_fp32_write(bucket)
+        return _fuse_in_place_write(bucket)
 
     def fused(self, u, p, state, s):
         p.add_(u)

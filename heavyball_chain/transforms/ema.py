@@ -7,14 +7,15 @@ from typing import Iterator
 
 import torch
 
-from ..core import Bucket, Hyper, Transform, unit_interval
+from ..core import Bucket, Hyper, Slot, Transform, copy_state, unit_interval
 
 __all__ = ["ema_params", "ema_weights"]
 
 
 class ema_params(Transform):  # noqa: N801 - optax-style transform name
     """Keep ``e = decay * e + (1 - decay) * p`` of the parameters after each update (Polyak &
-    Juditsky 1992 averaging, in its exponential form), in fp32.
+    Juditsky 1992 averaging, in its exponential form), in the compute dtype (fp32; fp64 for fp64
+    parameters).
 
     Put it after the transform that writes the parameters; updates pass through unchanged. The
     average starts at the initial weights. Evaluate with it::
@@ -22,7 +23,7 @@ class ema_params(Transform):  # noqa: N801 - optax-style transform name
         with hc.transforms.ema_weights(opt):
             evaluate(model)          # parameters hold e; restored exactly on exit
 
-    Reads ``ema_decay``. State: ``ema`` (fp32, one buffer per parameter).
+    Reads ``ema_decay``. State: ``ema`` (one buffer per parameter).
     """
 
     name = "ema_params"
@@ -30,36 +31,47 @@ class ema_params(Transform):  # noqa: N801 - optax-style transform name
     def __init__(self, decay: float = 0.999):
         self.hyperparams = {"ema_decay": Hyper(decay, unit_interval)}
 
-    def init(self, bucket: Bucket) -> None:
-        bucket.init_state("ema", lambda p: p.detach().float().clone())
+    def slots(self, bucket):
+        return {"ema": Slot(init=copy_state)}
 
     def update(self, updates, bucket):
-        if bucket.key("backup") in bucket.states[0]:
-            raise RuntimeError("ema_params: step() inside ema_weights(); leave the context first")
-        torch._foreach_lerp_(bucket.state("ema"), bucket.params_fp32(), 1 - bucket.hp("ema_decay"))
+        torch._foreach_lerp_(bucket.state("ema"), bucket.params_compute(), 1 - bucket.hp("ema_decay"))
         return updates
 
-    def swap_in_ema(self, bucket: Bucket) -> None:
-        key = bucket.key("backup")
-        for p, s, e in zip(bucket.params, bucket.states, bucket.state("ema")):
-            s[key] = p.clone()  # the exact training weights (an fp32 -> bf16 round trip would not be)
+    def swap_in_ema(self, bucket: Bucket, backups: dict) -> None:
+        for position, p, e in zip(bucket.positions, bucket.params, bucket.state("ema")):
+            backups[(bucket.prefix, position)] = p.clone()  # exact (an fp32 -> bf16 round trip would not be)
             p.copy_(e)
 
-    def swap_out_ema(self, bucket: Bucket) -> None:
-        key = bucket.key("backup")
-        for p, s in zip(bucket.params, bucket.states):
-            p.copy_(s.pop(key))
-
-    def state_bytes(self, p, group):
-        return 4 * p.numel()
+    def swap_out_ema(self, bucket: Bucket, backups: dict) -> None:
+        for position, p in zip(bucket.positions, bucket.params):
+            p.copy_(backups.pop((bucket.prefix, position)))
 
 
 @contextlib.contextmanager
 def ema_weights(optimizer) -> Iterator[None]:
     """Parameters hold their EMA (from ``ema_params`` in the optimizer's chain) inside the block,
-    and exactly their training values again after it."""
-    optimizer.visit("swap_in_ema")
+    and exactly their training values again after it.
+
+    The training weights are kept by the block, not in the optimizer's state, so a
+    ``state_dict()`` taken inside it saves no backup. ``step()`` inside the block is refused
+    (a ``RuntimeError`` before anything changes). Nested blocks are one block: the parameters
+    already hold the EMA, and the outermost block restores them.
+    """
+    if getattr(optimizer, "_ema_weights_active", False):
+        yield
+        return
+    backups: dict = {}
+
+    def refuse(opt, args, kwargs):
+        raise RuntimeError("step() inside ema_weights(): the parameters hold their EMA; leave the block first")
+
+    optimizer.visit("swap_in_ema", backups)
+    handle = optimizer.register_step_pre_hook(refuse)
+    optimizer._ema_weights_active = True
     try:
         yield
     finally:
-        optimizer.visit("swap_out_ema")
+        optimizer._ema_weights_active = False
+        handle.remove()
+        optimizer.visit("swap_out_ema", backups)

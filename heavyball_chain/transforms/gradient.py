@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..core import Bucket, Hyper, Transform, non_negative, positive, unit_interval, zeros_fp32
-from .apply import _MASK, _MIX
+from ..core import Bucket, Hyper, Slot, Transform, non_negative, positive, unit_interval
+from .apply import _MASK, _MIX, seed_for
 
 __all__ = ["clip_by_global_norm", "clip_by_value", "add_noise", "trace", "scale_by_sign", "cautious"]
 
@@ -71,9 +71,12 @@ class add_noise(Transform):  # noqa: N801
         self.hyperparams = {"noise_eta": Hyper(eta, non_negative), "noise_gamma": Hyper(gamma, non_negative)}
         self.seed = seed
 
+    def slots(self, bucket):
+        return {"seed": Slot(int, init=None)}
+
     def init(self, bucket: Bucket) -> None:
         for i, s in zip(bucket.positions, bucket.states):
-            s.setdefault(bucket.key("seed"), (self.seed * _MIX + i + 1) & _MASK)
+            s.setdefault(bucket.key("seed"), seed_for(self.seed, i))
 
     def update(self, updates, bucket):
         std = (bucket.hp("noise_eta") / (bucket.step ** bucket.hp("noise_gamma"))) ** 0.5
@@ -99,8 +102,8 @@ class trace(Transform):  # noqa: N801
         self.hyperparams = {"momentum": Hyper(momentum, unit_interval)}
         self.nesterov = bool(nesterov)
 
-    def init(self, bucket: Bucket) -> None:
-        bucket.init_state("momentum_buffer", zeros_fp32)
+    def slots(self, bucket):
+        return {"momentum_buffer": Slot()}
 
     def update(self, updates, bucket):
         m = bucket.state("momentum_buffer")
@@ -120,9 +123,6 @@ class trace(Transform):  # noqa: N801
         (m,) = state
         m.mul_(s[0]).add_(u)
         return u + s[0] * m if self.nesterov else m
-
-    def state_bytes(self, p, group):
-        return 4 * p.numel()
 
     def __repr__(self):
         return f"trace(momentum{', nesterov' if self.nesterov else ''})"

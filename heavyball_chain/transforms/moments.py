@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from ..core import Bucket, Fresh, Hyper, Transform, betas_pair, positive, zeros_fp32
+from ..core import Fresh, Hyper, Slot, Transform, betas_pair, positive
+from .schedules import step_power
 
 __all__ = ["beta_debias", "scale_by_adam", "scale_by_laprop", "scale_by_adopt", "scale_by_rms"]
 
@@ -49,8 +50,7 @@ def _moment_hyperparams(betas, eps) -> dict[str, Hyper]:
     return {"betas": Hyper(tuple(betas), betas_pair), "eps": Hyper(eps, positive)}
 
 
-def _fp32_bytes(p: torch.Tensor, buffers: int) -> int:
-    return 4 * p.numel() * buffers
+_MOMENTS = {"exp_avg": Slot(), "exp_avg_sq": Slot()}
 
 
 class scale_by_adam(Transform):  # noqa: N801 - optax-style transform name
@@ -66,9 +66,8 @@ class scale_by_adam(Transform):  # noqa: N801 - optax-style transform name
     def __init__(self, betas=(0.9, 0.99), eps: float = 1e-8):
         self.hyperparams = _moment_hyperparams(betas, eps)
 
-    def init(self, bucket: Bucket) -> None:
-        bucket.init_state("exp_avg", zeros_fp32)
-        bucket.init_state("exp_avg_sq", zeros_fp32)
+    def slots(self, bucket):
+        return _MOMENTS
 
     def update(self, updates, bucket):
         b1, b2 = bucket.hp("betas")
@@ -89,9 +88,6 @@ class scale_by_adam(Transform):  # noqa: N801 - optax-style transform name
         _ema_sq_one_(v, u, s[1], s[2])
         return m / torch.maximum(v.sqrt(), s[3])
 
-    def state_bytes(self, p, group):
-        return _fp32_bytes(p, 2)
-
 
 class scale_by_laprop(Transform):  # noqa: N801
     """LaProp (Ziyin et al. 2020, arXiv 2002.04839): normalise first, then take momentum:
@@ -106,9 +102,8 @@ class scale_by_laprop(Transform):  # noqa: N801
     def __init__(self, betas=(0.9, 0.99), eps: float = 1e-8):
         self.hyperparams = _moment_hyperparams(betas, eps)
 
-    def init(self, bucket: Bucket) -> None:
-        bucket.init_state("exp_avg", zeros_fp32)
-        bucket.init_state("exp_avg_sq", zeros_fp32)
+    def slots(self, bucket):
+        return _MOMENTS
 
     def update(self, updates, bucket):
         b1, b2 = bucket.hp("betas")
@@ -133,31 +128,40 @@ class scale_by_laprop(Transform):  # noqa: N801
         m.mul_(s[2]).add_(s[3] * (u / torch.maximum(v.sqrt(), s[4])))
         return m
 
-    def state_bytes(self, p, group):
-        return _fp32_bytes(p, 2)
+
+def _clip_value(v) -> str | None:
+    ok = v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0)
+    return None if ok else "None (no clipping), a number > 0 or a schedule (a function of the step)"
 
 
 class scale_by_adopt(Transform):  # noqa: N801
-    """ADOPT (Taniguchi et al. 2024, arXiv 2411.02853) as HeavyBall 0.8.1 runs it, one step late.
+    """ADOPT (Taniguchi et al. 2024, arXiv 2411.02853) in HeavyBall 0.8.1's timing, one step late,
+    with the clipping of the paper's current version (its Algorithm 2).
 
     The gradient is normalised by the *previous* second moment, so v never sees the gradient it
-    divides. At t = 1 only ``v = g²``; at t = 2 ``m = g / max(sqrt(v), eps)``; from t = 3 the
-    output is the previous ``m`` and then
+    divides, and clipped: ``n = clip(g / max(sqrt(v_prev), eps), ±c_k)`` with ``c_k = clip(k)``
+    at the k-th momentum update (k = t - 1; default ``k^0.25``, the paper's schedule). At t = 1
+    only ``v = g²``; at t = 2 ``m = n``; from t = 3 the output is the previous ``m`` and then
 
-        m = b̂1(t-1) m + (1 - b̂1(t-1)) g / max(sqrt(v_prev), eps)
+        m = b̂1(t-1) m + (1 - b̂1(t-1)) n
 
     At every t, v is updated last: ``v = b̂2(t) v + (1 - b̂2(t)) g²``. Steps 1 and 2 return
-    ``None`` (no parameter update, no weight decay). Reads ``betas`` and ``eps``.
+    ``None`` (no parameter update, no weight decay). Without clipping (``clip=None``, HeavyBall
+    0.8.1's ADOPT) a coordinate whose first gradient is exactly 0 (an unseen embedding row, a dead
+    ReLU) is divided by eps at its next non-zero gradient. Reads ``betas``, ``eps``, ``clip``.
     """
 
     name = "scale_by_adopt"
 
-    def __init__(self, betas=(0.9, 0.99), eps: float = 1e-8):
-        self.hyperparams = _moment_hyperparams(betas, eps)
+    def __init__(self, betas=(0.9, 0.99), eps: float = 1e-8, clip=step_power(0.25)):
+        self.hyperparams = {**_moment_hyperparams(betas, eps), "clip": Hyper(clip, _clip_value)}
 
-    def init(self, bucket: Bucket) -> None:
-        bucket.init_state("exp_avg", zeros_fp32)
-        bucket.init_state("exp_avg_sq", zeros_fp32)
+    def slots(self, bucket):
+        return _MOMENTS
+
+    def _clip(self, bucket):
+        """This step's clip bound (for the (t-1)-th momentum update), or None."""
+        return bucket.hp("clip", step=bucket.step - 1)
 
     def update(self, updates, bucket):
         b1, b2 = bucket.hp("betas")
@@ -168,6 +172,10 @@ class scale_by_adopt(Transform):  # noqa: N801
             b1 = beta_debias(b1, t - 1)
             # the new m in the denominator's buffer (the old m is this step's output): one temporary
             new_m = _div_into_(updates, _denominator(v, bucket.hp("eps")))
+            clip = self._clip(bucket)
+            if clip is not None:
+                torch._foreach_clamp_min_(new_m, -clip)
+                torch._foreach_clamp_max_(new_m, clip)
             torch._foreach_mul_(new_m, 1 - b1)
             torch._foreach_add_(new_m, m, alpha=b1)
             bucket.set_state("exp_avg", new_m)
@@ -183,17 +191,16 @@ class scale_by_adopt(Transform):  # noqa: N801
             return None
         b1, b2 = bucket.hp("betas")
         b1, b2 = beta_debias(b1, t - 1), beta_debias(b2, t)
-        return b1, 1 - b1, bucket.hp("eps"), b2, 1 - b2
+        clip = self._clip(bucket)
+        return b1, 1 - b1, bucket.hp("eps"), b2, 1 - b2, float("inf") if clip is None else clip
 
     def fused(self, u, p, state, s):
         m, v = state
         out = m.clone()
-        m.mul_(s[0]).add_(s[1] * (u / torch.maximum(v.sqrt(), s[2])))
+        normed = (u / torch.maximum(v.sqrt(), s[2])).clamp(min=-s[5], max=s[5])
+        m.mul_(s[0]).add_(s[1] * normed)
         _ema_sq_one_(v, u, s[3], s[4])
         return out
-
-    def state_bytes(self, p, group):
-        return _fp32_bytes(p, 2)
 
 
 class scale_by_rms(Transform):  # noqa: N801
@@ -210,8 +217,8 @@ class scale_by_rms(Transform):  # noqa: N801
     def __init__(self, betas=(0.9, 0.99), eps: float = 1e-8):
         self.hyperparams = _moment_hyperparams(betas, eps)
 
-    def init(self, bucket: Bucket) -> None:
-        bucket.init_state("exp_avg_sq", zeros_fp32)
+    def slots(self, bucket):
+        return {"exp_avg_sq": Slot()}
 
     def update(self, updates, bucket):
         v = bucket.state("exp_avg_sq")
@@ -228,6 +235,3 @@ class scale_by_rms(Transform):  # noqa: N801
         (v,) = state
         _ema_sq_one_(v, u, s[0], s[1])
         return u / torch.maximum(v.sqrt(), s[2])
-
-    def state_bytes(self, p, group):
-        return _fp32_bytes(p, 1)

@@ -6,7 +6,7 @@ import torch
 
 from ..core import Fresh, Hyper, Transform, non_negative, non_negative_int
 
-__all__ = ["add_decayed_weights", "scale_by_learning_rate"]
+__all__ = ["add_decayed_weights", "scale_by_learning_rate", "warmed_up_lr", "lr_hyperparams"]
 
 
 class add_decayed_weights(Transform):  # noqa: N801 - optax-style transform name
@@ -27,46 +27,54 @@ class add_decayed_weights(Transform):  # noqa: N801 - optax-style transform name
         if wd == 0:
             return updates
         if isinstance(updates, Fresh):
-            torch._foreach_add_(updates, bucket.params_fp32(), alpha=wd)
+            torch._foreach_add_(updates, bucket.params_compute(), alpha=wd)
             return updates
-        return Fresh(torch._foreach_add(updates, bucket.params_fp32(), alpha=wd))
+        return Fresh(torch._foreach_add(updates, bucket.params_compute(), alpha=wd))
 
     def fuse(self, bucket):
         return (bucket.hp("weight_decay"),)
 
     def fused(self, u, p, state, s):
-        return u + s[0] * p.float()
+        return u + s[0] * p.to(u.dtype)
+
+
+def lr_hyperparams(lr, warmup_steps) -> dict[str, Hyper]:
+    """``lr`` (a number >= 0, a schedule or a one-element tensor) and ``warmup_steps``."""
+    return {"lr": Hyper(lr, non_negative, tensor=True), "warmup_steps": Hyper(warmup_steps, non_negative_int)}
+
+
+def warmed_up_lr(bucket):
+    """``lr_t = lr * min(t / warmup_steps, 1)``; ``warmup_steps=0`` means no warmup. A tensor lr
+    stays a tensor (no host synchronisation)."""
+    lr = bucket.hp("lr")
+    warmup = bucket.hp("warmup_steps")
+    if warmup > 0 and bucket.step < warmup:  # a tensor in fp64, as Python computes with a float lr
+        return (lr.to(torch.float64) if isinstance(lr, torch.Tensor) else lr) * (bucket.step / warmup)
+    return lr
 
 
 class scale_by_learning_rate(Transform):  # noqa: N801
     """``u = -lr_t u`` with linear warmup ``lr_t = lr * min(t / warmup_steps, 1)``.
 
     ``warmup_steps=0`` means no warmup (HeavyBall 0.8.1 divides by zero there). The sign makes
-    the output an update to *add* to the parameters, as in optax. Reads ``lr``, ``warmup_steps``.
+    the output an update to *add* to the parameters, as in optax. Reads ``lr`` (a number, a
+    schedule, or a one-element tensor that the caller may change in place) and ``warmup_steps``.
     """
 
     name = "scale_by_learning_rate"
 
     def __init__(self, lr: float = 1e-3, warmup_steps: int = 0):
-        self.hyperparams = {
-            "lr": Hyper(lr, non_negative),
-            "warmup_steps": Hyper(warmup_steps, non_negative_int),
-        }
-
-    def _lr(self, bucket) -> float:
-        lr = bucket.hp("lr")
-        warmup = bucket.hp("warmup_steps")
-        return lr * min(bucket.step / warmup, 1) if warmup > 0 else lr
+        self.hyperparams = lr_hyperparams(lr, warmup_steps)
 
     def update(self, updates, bucket):
-        lr = self._lr(bucket)
+        lr = warmed_up_lr(bucket)
         if isinstance(updates, Fresh):
             torch._foreach_mul_(updates, -lr)
             return updates
         return Fresh(torch._foreach_mul(updates, -lr))
 
     def fuse(self, bucket):
-        return (-self._lr(bucket),)
+        return (-warmed_up_lr(bucket),)
 
     def fused(self, u, p, state, s):
         return u * s[0]

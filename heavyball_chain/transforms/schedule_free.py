@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from ..core import Bucket, Hyper, Transform, betas_pair, non_negative, non_negative_int
+from ..core import Bucket, Hyper, Slot, Transform, betas_pair, copy_state, finite, non_negative
 from .apply import StochasticWriter
+from .scaling import lr_hyperparams, warmed_up_lr
 
 __all__ = ["schedule_free"]
-
-
-def _is_real(v) -> str | None:
-    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
-    return None if ok else "a finite number"
 
 
 class schedule_free(Transform):  # noqa: N801 - optax-style transform name
@@ -30,8 +26,9 @@ class schedule_free(Transform):  # noqa: N801 - optax-style transform name
     parameters to ``x = lerp(y, z, 1 - 1/b1)``, ``train()`` back to ``y = lerp(x, z, 1 - b1)``.
 
     Reads ``lr``, ``warmup_steps``, ``betas`` (b1 = betas[0]), ``r``, ``weight_lr_power``.
-    State per parameter: ``z`` (fp32, whatever the parameter dtype), ``weight_sum`` and
-    ``train_mode``; bf16 parameters are written by stochastic rounding.
+    State per parameter: ``z`` (compute dtype: fp32, fp64 for fp64 parameters), ``weight_sum``
+    (a float; a 0-d tensor when ``lr`` is a tensor) and ``train_mode``; bf16 parameters are
+    written by stochastic rounding.
     """
 
     name = "schedule_free"
@@ -40,49 +37,62 @@ class schedule_free(Transform):  # noqa: N801 - optax-style transform name
     def __init__(self, lr=0.0025, betas=(0.9, 0.99), warmup_steps: int = 0, r: float = 0.0,
                  weight_lr_power: float = 2.0, seed: int = 0):
         self.hyperparams = {
-            "lr": Hyper(lr, non_negative),
+            **lr_hyperparams(lr, warmup_steps),
             "betas": Hyper(tuple(betas), betas_pair),
-            "warmup_steps": Hyper(warmup_steps, non_negative_int),
-            "r": Hyper(r, _is_real),
+            "r": Hyper(r, finite),
             "weight_lr_power": Hyper(weight_lr_power, non_negative),
         }
         self.writer = StochasticWriter(seed)
 
+    def slots(self, bucket):
+        return {"z": Slot(init=copy_state), "weight_sum": Slot((float, torch.Tensor), shape=(), dtype=torch.float64, init=lambda p: 0.0),
+                "train_mode": Slot(bool, init=lambda p: True), **self.writer.slots(bucket)}
+
     def init(self, bucket: Bucket) -> None:
-        bucket.init_state("z", lambda p: p.detach().to(torch.float32, copy=True))
-        bucket.init_state("weight_sum", lambda p: 0.0)
-        bucket.init_state("train_mode", lambda p: True)
+        super().init(bucket)
         self.writer.init(bucket)
 
-    def _lr(self, bucket: Bucket) -> float:
-        lr, warmup = bucket.hp("lr"), bucket.hp("warmup_steps")
-        return lr * min(bucket.step / warmup, 1) if warmup > 0 else lr
-
-    def _coefficients(self, bucket: Bucket) -> tuple[float, float, float]:
-        """This step's ``(c_t, lr_t (b1 (1 - c_t) - 1), -lr_t)``; records the new weight sum."""
-        if not all(bucket.state("train_mode")):
+    def check_step(self, bucket: Bucket) -> None:
+        key = bucket.key("train_mode")
+        if not all(s.get(key, True) for s in bucket.states):
             raise RuntimeError("step() called in eval mode: call optimizer.train() before training")
-        lr = self._lr(bucket)
+
+    def _coefficients(self, bucket: Bucket):
+        """This step's ``(c_t, lr_t (b1 (1 - c_t) - 1), -lr_t)``; records the new weight sum. With a
+        tensor lr they are 0-d fp64 tensors (no host synchronisation; fp64, so they round as the
+        Python floats of a float lr do)."""
+        lr = warmed_up_lr(bucket)
+        if isinstance(lr, torch.Tensor):
+            lr = lr.to(torch.float64)
         b1 = bucket.hp("betas")[0]
         weight = bucket.step ** bucket.hp("r") * lr ** bucket.hp("weight_lr_power")
         weight_sum = bucket.states[0][bucket.key("weight_sum")] + weight
-        c = weight / weight_sum if weight_sum > 0 else 0.0
+        if isinstance(weight_sum, torch.Tensor):
+            c = torch.where(weight_sum > 0, weight / weight_sum, torch.zeros_like(weight_sum))
+        else:
+            c = weight / weight_sum if weight_sum > 0 else 0.0
         bucket.set_state("weight_sum", [weight_sum] * len(bucket.params))
         return c, lr * (b1 * (1 - c) - 1), -lr
 
     def update(self, updates, bucket):
         c, k, minus_lr = self._coefficients(bucket)
-        y, z = bucket.params_fp32(), bucket.state("z")
-        torch._foreach_lerp_(y, z, c)
-        torch._foreach_add_(y, updates, alpha=k)
-        torch._foreach_add_(z, updates, alpha=minus_lr)
+        y, z = bucket.params_compute(), bucket.state("z")
+        if isinstance(c, torch.Tensor):  # a tensor lr: tensor coefficients, no host synchronisation
+            c, k, minus_lr = (x.to(bucket.dtype) for x in (c, k, minus_lr))
+            torch._foreach_lerp_(y, z, [c] * len(y))
+            torch._foreach_addcmul_(y, updates, [k] * len(y))  # rounds as add(alpha=k) does
+            torch._foreach_addcmul_(z, updates, [minus_lr] * len(z))
+        else:
+            torch._foreach_lerp_(y, z, c)
+            torch._foreach_add_(y, updates, alpha=k)
+            torch._foreach_add_(z, updates, alpha=minus_lr)
         self.writer.write(bucket, y)
         return updates
 
     fused_state = ("z",)
 
     def fuse(self, bucket):
-        if bucket.params[0].dtype != torch.float32:  # bf16 parameters: stochastic rounding, eager
+        if bucket.params[0].dtype != bucket.dtype:  # bf16 parameters: stochastic rounding, eager
             return None
         return self._coefficients(bucket)
 
@@ -97,7 +107,7 @@ class schedule_free(Transform):  # noqa: N801 - optax-style transform name
             return
         b1 = bucket.hp("betas")[0]
         if b1 > 0:  # with b1 = 0, x = y
-            p, z = bucket.params_fp32(), bucket.state("z")
+            p, z = bucket.params_compute(), bucket.state("z")
             torch._foreach_lerp_(p, z, (1 - b1) if to_train else (1 - 1 / b1))
             self.writer.write(bucket, p, stream=2 if to_train else 1)
         bucket.set_state("train_mode", [to_train] * len(bucket.params))
@@ -109,6 +119,3 @@ class schedule_free(Transform):  # noqa: N801 - optax-style transform name
     def train(self, bucket: Bucket) -> None:
         """Parameters x -> y (where gradients are taken)."""
         self._swap(bucket, to_train=True)
-
-    def state_bytes(self, p, group):
-        return 4 * p.numel()

@@ -20,7 +20,21 @@ The first step of a parameter only initialises: ``GG_i = G_(i) G_(i)^T``, ``Q_i 
 or :class:`precond_schedule`) does one power iteration and QR: ``T = GG_i Q_i``, estimated
 eigenvalues ``diag(Q_i^T GG_i Q_i)`` sorted descending, ``Q_i = qr(T[:, order]).Q``, and ``v``
 re-ordered along dimension i by the same order so it stays aligned with ``Q_i``'s columns.
-SOAP's own step ``t`` counts from 1 at the step after initialisation.
+SOAP's own step ``t`` counts from 1 at the step after initialisation; schedules given as
+hyperparameters are evaluated at it. ``max_precond_dim``, ``merge_dims``, ``precondition_1d`` and
+``data_format`` decide which factors exist and their shapes, so they cannot be schedules.
+
+Range. Every entry of ``G_(i) G_(i)^T`` and of ``rot(g)²`` is at most ``‖g‖²`` (Cauchy-Schwarz;
+``rot`` is orthogonal), so ``GG_i`` and ``v``, convex combinations of them, are too. A gradient
+with ``‖g‖² > L = finfo.max / 2^32`` (fp32: ``‖g‖ > 2^48 ≈ 2.8e14``, far beyond any trained
+model's) is therefore first multiplied by the largest power of two ``s < 1`` that brings it under
+``L``: the factors, ``v`` and the refresh's ``GG_i Q_i`` (``<= d_i L``) stay finite, where ``G G^T``
+would overflow to inf and ``eigh``/QR fail or return NaN. The eigenbasis is scale-invariant and so is
+``m / sqrt(v)`` (a first update is unchanged); later the step weighs in ``m``, ``v`` and ``GG_i``
+as a gradient of that bounded size would, like clipping. Below ``L`` nothing changes (``s = 1``).
+A first gradient that is exactly zero gives ``GG_i = 0`` and ``Q_i = I`` (the QR of zero): Adam in the
+parameter's own coordinates until a refresh after a nonzero gradient. Non-finite gradients pass
+unchanged (wrap the chain in ``apply_if_finite`` to skip them).
 
 Parameters of equal merged shape are processed as one stack (batched ``bmm`` and ``eigh``; the QR
 of a refresh one matrix at a time), and their state tensors are views of that stack. Sharded
@@ -37,8 +51,8 @@ from typing import Any
 
 import torch
 
-from ..core import (Bucket, Fresh, Hyper, Schedule, Transform, betas_pair, non_negative_int, positive, positive_int,
-                    zeros_fp32)
+from ..core import (Bucket, Elements, Fresh, Hyper, Schedule, Slot, Transform, betas_pair, positive, positive_int,
+                    unit_interval, zeros_state)
 from .moments import beta_debias
 from .sharded import owner_computes
 
@@ -50,9 +64,14 @@ __all__ = ["soap_precondition", "every", "precond_schedule", "merged_shape"]
 
 @dataclass(frozen=True)
 class every(Schedule):  # noqa: N801 - optax-style name
-    """Refresh the eigenbasis when ``t % n == 0``; ``n=None`` reads ``precondition_frequency``."""
+    """Refresh the eigenbasis when ``t % n == 0``; ``n=None`` reads ``precondition_frequency``
+    (``soap_precondition`` passes a group whose schedules are evaluated at t)."""
 
     n: int | None = None
+
+    def __post_init__(self):
+        if self.n is not None and positive_int(self.n) is not None:
+            raise ValueError(f"every: n must be an integer >= 1 or None (read precondition_frequency), got {self.n!r}")
 
     @property
     def hyperparams(self):  # type: ignore[override]
@@ -63,11 +82,6 @@ class every(Schedule):  # noqa: N801 - optax-style name
     def at(self, step, group):
         n = self.n if self.n is not None else group["precondition_frequency"]
         return step > 0 and step % n == 0
-
-
-def _scheduler_check(v: Any) -> str | None:
-    ok = isinstance(v, (tuple, list)) and len(v) == 2 and all(isinstance(x, (int, float)) and x > 0 for x in v)
-    return None if ok else "a pair (offset, scale) of positive numbers"
 
 
 @dataclass(frozen=True, eq=True)
@@ -86,7 +100,8 @@ class precond_schedule(Schedule):  # noqa: N801
     seed: int = 0x120983109
     _cache: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
 
-    hyperparams = {"precond_scheduler": Hyper((1 / 3, 9), _scheduler_check)}
+    hyperparams = {"precond_scheduler": Hyper((1 / 3, 9), Elements("a pair (offset, scale) of finite numbers > 0",
+                                                                     positive, positive))}
 
     @staticmethod
     def probability(step: int, offset: float = 1 / 3, scale: float = 9) -> float:
@@ -147,7 +162,8 @@ def merged_shape(shape: tuple[int, ...], max_precond_dim: int, merge_dims: bool)
 
 
 def _layout(p: torch.Tensor, group: dict) -> tuple[tuple[int, ...], tuple[bool, ...]]:
-    """(merged shape, which of its dimensions get a factor)."""
+    """(merged shape, which of its dimensions get a factor). Reads the group directly: these
+    values are never schedules (:class:`_Fixed`)."""
     max_dim = group["max_precond_dim"]
     if p.dim() <= 1:
         n = p.numel()
@@ -213,6 +229,22 @@ def _refresh_(gg: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return torch.stack(orders)
 
 
+def _stack(updates: list[torch.Tensor], idx: list[int], shape) -> torch.Tensor:
+    """The gradients ``idx`` as one ``[B, *shape]`` tensor, each multiplied by the power of two
+    ``s <= 1`` that brings ``‖s g‖²`` under ``L`` (the module docstring's range; ``s = 1``, an exact
+    no-op, for every ordinary gradient). Computed on the device, with no synchronisation: where the
+    norm itself overflows, ``‖g‖ <= sqrt(n) finfo.max`` gives the ``s`` that fits any finite g."""
+    parts = [updates[j].reshape(shape) for j in idx]
+    g = parts[0][None] if len(parts) == 1 else torch.stack(parts)
+    finfo = torch.finfo(g.dtype)
+    half_log2_limit = 0.5 * (math.log2(finfo.max) - 32)
+    worst = math.log2(finfo.max) + 0.5 * math.log2(max(math.prod(shape), 1)) - half_log2_limit
+    log2_norm = torch.stack(torch._foreach_norm(parts)).log2()  # -inf for 0, inf on overflow, nan for nan
+    excess = torch.where(log2_norm == math.inf, worst, log2_norm - half_log2_limit).nan_to_num_(nan=0.0)
+    scale = torch.exp2(-excess.clamp_min_(0).ceil_())
+    return g * scale.view(-1, *[1] * len(shape))
+
+
 def _update_factor_(gg: torch.Tensor, x: torch.Tensor, i: int, beta: float) -> None:
     """``GG_i = beta GG_i + (1 - beta) G_(i) G_(i)^T`` in place (for matrices inside the matmul,
     with no ``d x d`` temporary)."""
@@ -231,7 +263,29 @@ def _bool(v: Any) -> str | None:
 
 
 def _optional_unit(v: Any) -> str | None:
-    return None if v is None or (isinstance(v, (int, float)) and 0 <= v < 1) else "None or a number in [0, 1)"
+    return None if v is None or unit_interval(v) is None else "None or a number in [0, 1)"
+
+
+def _precond_dim(v: Any) -> str | None:
+    return None if positive_int(v) is None else (
+        "an integer >= 1 (dimensions larger than it get no factor, so 0 would precondition nothing; "
+        "without preconditioning use ForeachAdamW or ForeachLaProp)")
+
+
+def _as_tuple(v: Any) -> Any:
+    """Lists become tuples; anything else is left for the check to describe (no TypeError here)."""
+    return tuple(v) if isinstance(v, (list, tuple)) else v
+
+
+class _Fixed(Hyper):
+    """A hyperparameter that decides the state's layout (which factors exist, their shapes). The
+    state is built at the first step and cannot follow a schedule, so a schedule is refused."""
+
+    def validate(self, name: str, value: Any, *args, **kwargs) -> None:
+        if isinstance(value, Schedule) or callable(value):
+            raise ValueError(f"{name}: expected a fixed value, got the schedule {value!r}; {name} decides the "
+                             f"shapes of SOAP's state, built at a parameter's first step, so it cannot change")
+        super().validate(name, value, *args, **kwargs)
 
 
 def _data_format(v: Any) -> str | None:
@@ -249,9 +303,13 @@ class soap_precondition(Transform):  # noqa: N801 - optax-style transform name
     reference) and ``data_format`` (only ``'channels_first'``). ``refresh`` decides when the
     eigenbasis is refreshed. With ``first_moment=False`` there is no ``m``:
     ``u = rot⁻¹(rot(g) / max(sqrt(v), eps))`` (schedule-free SOAP).
+
+    Every value may be a schedule, evaluated at SOAP's step t, except the layout ones
+    (``max_precond_dim``, ``merge_dims``, ``precondition_1d``, ``data_format``: :class:`_Fixed`).
     """
 
     name = "soap_precondition"
+    supports_complex = False  # its factors are of real matrices; a complex one's real view is not one
 
     def __init__(self, refresh: Schedule | None = None, betas=(0.9, 0.95), eps: float = 1e-8,
                  shampoo_beta: float | None = None, max_precond_dim: int = 2048, merge_dims: bool = True,
@@ -260,15 +318,15 @@ class soap_precondition(Transform):  # noqa: N801 - optax-style transform name
         self.refresh = refresh if refresh is not None else every()
         self.first_moment = first_moment
         self.hyperparams = {
-            "betas": Hyper(tuple(betas), betas_pair),
+            "betas": Hyper(_as_tuple(betas), betas_pair),
             "eps": Hyper(eps, positive),
             "shampoo_beta": Hyper(shampoo_beta, _optional_unit),
-            "max_precond_dim": Hyper(max_precond_dim, non_negative_int),
-            "merge_dims": Hyper(merge_dims, _bool),
-            "precondition_1d": Hyper(precondition_1d, _bool),
+            "max_precond_dim": _Fixed(max_precond_dim, _precond_dim),
+            "merge_dims": _Fixed(merge_dims, _bool),
+            "precondition_1d": _Fixed(precondition_1d, _bool),
             "normalize_grads": Hyper(normalize_grads, _bool),
             "correct_bias": Hyper(correct_bias, _bool),
-            "data_format": Hyper(data_format, _data_format),
+            "data_format": _Fixed(data_format, _data_format),
             **self.refresh.hyperparams,
         }
 
@@ -277,17 +335,17 @@ class soap_precondition(Transform):  # noqa: N801 - optax-style transform name
 
     # -- state ---------------------------------------------------------------------------
 
-    def init(self, bucket: Bucket) -> None:
-        if bucket.sharded is not None:
-            return  # the owner of each matrix creates its state (see sharded.py)
-        if self.first_moment:
-            bucket.init_state("exp_avg", zeros_fp32)
-        bucket.init_state("exp_avg_sq", zeros_fp32)
-
-    def state_bytes(self, p: torch.Tensor, group: dict) -> int:
-        shape, pre = _layout(p, group)
-        factors = sum(2 * d * d for d, on in zip(shape, pre) if on)
-        return 4 * (p.numel() * (2 if self.first_moment else 1) + factors)
+    def slots(self, bucket: Bucket) -> dict:
+        """Moments (parameter-shaped), and per preconditioned dimension i a factor ``GG<i>`` and
+        its eigenbasis ``Q<i>`` (``d_i x d_i``, made at the first step). Sharded parameters: all
+        on the matrix's owner only (sharded.py)."""
+        shape, pre = _layout(bucket.params[0], bucket.group)
+        moment = Slot(init=None if bucket.sharded is not None else zeros_state)
+        out = {"exp_avg": moment, "exp_avg_sq": moment} if self.first_moment else {"exp_avg_sq": moment}
+        for i, (d, on) in enumerate(zip(shape, pre)):
+            if on:
+                out[f"GG{i}"] = out[f"Q{i}"] = Slot(shape=(d, d), init=None)
+        return out
 
     # -- step ----------------------------------------------------------------------------
 
@@ -303,12 +361,11 @@ class soap_precondition(Transform):  # noqa: N801 - optax-style transform name
         return self._update(updates, bucket)
 
     def _update(self, updates, bucket):
-        group = bucket.group
         t = bucket.step - 1  # SOAP's step: the first call only initialises
         classes = self._classes(bucket)
         if t == 0:
             for (shape, pre), idx in classes.items():
-                g = torch.stack([updates[j].reshape(shape) for j in idx])
+                g = _stack(updates, idx, shape)
                 for i, on in enumerate(pre):
                     if on:
                         gg = _outer(g, i)
@@ -318,29 +375,32 @@ class soap_precondition(Transform):  # noqa: N801 - optax-style transform name
                         self._store(bucket, idx, f"Q{i}", q)
             return None
 
-        b1, b2 = bucket.hp("betas", step=t)
-        if group["correct_bias"]:
+        def hp(name):  # every value through the bucket: schedules evaluated at SOAP's step
+            return bucket.hp(name, step=t)
+
+        b1, b2 = hp("betas")
+        if hp("correct_bias"):
             b1, b2 = beta_debias(b1, t), beta_debias(b2, t)
-        shampoo = group["shampoo_beta"]
+        shampoo = hp("shampoo_beta")
         shampoo = b2 if shampoo is None else shampoo
-        refresh = self.refresh.at(t, group)
-        eps = group["eps"]
+        refresh = self.refresh.at(t, {**bucket.group, **{n: hp(n) for n in self.refresh.hyperparams}})
+        eps = hp("eps")
 
         out: list[torch.Tensor] = [None] * len(updates)  # type: ignore[list-item]
         for (shape, pre), idx in classes.items():
-            u = self._step_class(bucket, idx, shape, pre, updates, b1, b2, eps, shampoo, refresh)
+            u = self._step_class(bucket, idx, shape, pre, _stack(updates, idx, shape), b1, b2, eps,
+                                 shampoo, refresh)
             for k, j in enumerate(idx):
                 out[j] = u[k].view(updates[j].shape)
-        if group["normalize_grads"]:
+        if hp("normalize_grads"):
             rms = torch._foreach_norm(out)
             out = [u / (1e-30 + r / math.sqrt(max(u.numel(), 1))) for u, r in zip(out, rms)]
         return Fresh(out)  # slices of this step's temporaries: the next transform may overwrite them
 
-    def _step_class(self, bucket, idx, shape, pre, updates, b1, b2, eps, shampoo, refresh) -> torch.Tensor:
-        """One step for the parameters ``idx`` of one merged shape, as stacks; returns the updates
-        ``[B, *shape]``. A method of its own so its temporaries are freed before the next class."""
-        g = updates[idx[0]].reshape(shape)[None] if len(idx) == 1 else torch.stack(
-            [updates[j].reshape(shape) for j in idx])
+    def _step_class(self, bucket, idx, shape, pre, g, b1, b2, eps, shampoo, refresh) -> torch.Tensor:
+        """One step for the parameters ``idx`` of one merged shape, whose gradients are the stack ``g``
+        (``[B, *shape]``); returns the updates ``[B, *shape]``. A method of its own so its temporaries
+        are freed before the next class."""
         qs = [self._stacked(bucket, idx, f"Q{i}", None) if on else None for i, on in enumerate(pre)]
         g_rot = _rotate(g, qs, back=False)
         v = self._stacked(bucket, idx, "exp_avg_sq", shape)

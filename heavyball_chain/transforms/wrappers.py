@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from ..core import Bucket, Hyper, Transform, _merge_into, non_negative_int, zeros_fp32
+from ..core import Bucket, Hyper, Slot, Transform, _merge_into, non_negative_int, run_at_steps
 
 __all__ = ["identity", "scale", "masked", "partition", "apply_if_finite", "multi_steps"]
 
@@ -156,6 +156,12 @@ class partition(Transform):  # noqa: N801
         for label, idx in self._split(bucket):
             yield from self.transforms[label].walk(bucket.subset(idx).child(label))
 
+    def state_layout(self, bucket):
+        out = {}
+        for label, _ in self._split(bucket):  # one parameter: one label
+            out.update(self.transforms[label].state_layout(bucket.child(label)))
+        return out
+
     def update(self, updates, bucket):
         out: list[torch.Tensor | None] = [None] * len(updates)
         for label, idx in self._split(bucket):
@@ -210,7 +216,8 @@ class masked(partition):  # noqa: N801
 
 class _Wrapper(Transform):
     """A transform around one inner transform ``t`` that runs it on some steps; ``t``'s state lives
-    under ``inner/`` and ``t`` sees its own step count, ``_inner_step(bucket)``."""
+    under ``inner/`` and ``t`` sees its own step count, ``_inner_steps(bucket)`` (per parameter:
+    parameters of one bucket with different histories run as separate views)."""
 
     def __init__(self, t: Transform):
         _check_transform(t, self.name)
@@ -224,18 +231,26 @@ class _Wrapper(Transform):
     def children(self):
         return [("inner", self.inner)]
 
-    def _inner_step(self, bucket: Bucket) -> int:  # pragma: no cover - interface
+    def _inner_steps(self, bucket: Bucket) -> list[int]:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def _view(self, bucket: Bucket) -> Bucket:
-        return dataclasses.replace(bucket.child("inner"), step=self._inner_step(bucket))
+    def _views(self, bucket: Bucket):
+        return bucket.child("inner").at_steps(self._inner_steps(bucket))
+
+    def init(self, bucket):
+        Transform.init(self, bucket)
+        self.inner.init(bucket.child("inner"))
 
     def walk(self, bucket):
         yield self, bucket
-        yield from self.inner.walk(self._view(bucket))
+        for _, view in self._views(bucket):
+            yield from self.inner.walk(view)
+
+    def state_layout(self, bucket):
+        return {**Transform.state_layout(self, bucket), **self.inner.state_layout(bucket.child("inner"))}
 
     def state_bytes(self, p, group):
-        return self.inner.state_bytes(p, group)
+        return Transform.state_bytes(self, p, group) + self.inner.state_bytes(p, group)
 
 
 class apply_if_finite(_Wrapper):  # noqa: N801
@@ -244,8 +259,8 @@ class apply_if_finite(_Wrapper):  # noqa: N801
 
     The check is on the updates *entering* ``t`` (usually the gradients: one fused norm and one
     host sync per bucket), so it also protects transforms that write the parameters. ``t`` counts
-    only the steps it ran (its bias corrections and warmups do not advance on skipped steps).
-    State: ``notfinite_count`` (consecutive skips) and ``total_notfinite``. After
+    only the steps it ran, per parameter (its bias corrections and warmups do not advance on
+    skipped steps). State: ``notfinite_count`` (consecutive skips) and ``total_notfinite``. After
     ``max_consecutive_errors`` consecutive skips the next non-finite step raises
     ``FloatingPointError`` instead of skipping silently forever.
     """
@@ -259,14 +274,12 @@ class apply_if_finite(_Wrapper):  # noqa: N801
                              f"got {max_consecutive_errors!r}")
         self.max_consecutive_errors = max_consecutive_errors
 
-    def _inner_step(self, bucket):
-        return bucket.step - (bucket.states[0].get(bucket.key("total_notfinite"), 0) if bucket.states else 0)
+    def slots(self, bucket):
+        return {"notfinite_count": Slot(int, init=lambda p: 0), "total_notfinite": Slot(int, init=lambda p: 0)}
 
-    def init(self, bucket):
-        for s in bucket.states:
-            s.setdefault(bucket.key("notfinite_count"), 0)
-            s.setdefault(bucket.key("total_notfinite"), 0)
-        self.inner.init(bucket.child("inner"))
+    def _inner_steps(self, bucket):
+        key = bucket.key("total_notfinite")
+        return [bucket.step - s.get(key, 0) for s in bucket.states]
 
     def update(self, updates, bucket):
         total = torch.stack(bucket.norms(updates)).sum()
@@ -274,8 +287,8 @@ class apply_if_finite(_Wrapper):  # noqa: N801
         if bool(torch.isfinite(total)):
             for s in bucket.states:
                 s[count_key] = 0
-            return self.inner.update(updates, self._view(bucket))
-        consecutive = bucket.states[0].get(count_key, 0)
+            return run_at_steps(self.inner.update, updates, self._views(bucket))
+        consecutive = max(s.get(count_key, 0) for s in bucket.states)
         if consecutive >= self.max_consecutive_errors:
             raise FloatingPointError(f"apply_if_finite: {consecutive + 1} consecutive steps with non-finite "
                                      f"updates (max_consecutive_errors={self.max_consecutive_errors})")
@@ -293,9 +306,9 @@ class multi_steps(_Wrapper):  # noqa: N801
     """Gradient accumulation: call ``t`` once every ``k`` steps with the mean of the last ``k``
     updates, ``u = (1/k) sum_j u_j``; the other steps return ``None`` (no parameter update).
 
-    Call ``optimizer.step()`` after every micro-batch. ``t`` counts its own steps (``t`` sees step
-    ``n // k``), so its warmup and bias correction count real updates. ``multi_steps(t, 1)`` is
-    ``t``. State: ``acc`` (fp32, one buffer per parameter) and ``calls``.
+    Call ``optimizer.step()`` after every micro-batch. ``t`` counts its own steps (at this
+    wrapper's step n, ``t`` sees step ``n // k``), so its warmup and bias correction count real
+    updates. ``multi_steps(t, 1)`` is ``t``. State: ``acc`` (one buffer per parameter).
     """
 
     name = "multi_steps"
@@ -306,36 +319,22 @@ class multi_steps(_Wrapper):  # noqa: N801
             raise ValueError(f"multi_steps: k must be an integer >= 1, got {k!r}")
         self.k = k
 
-    def _inner_step(self, bucket):
-        if self.k == 1 or not bucket.states:
-            return bucket.step
-        return bucket.states[0].get(bucket.key("calls"), 0) // self.k
+    def slots(self, bucket):
+        return {"acc": Slot()} if self.k > 1 else {}
 
-    def init(self, bucket):
-        if self.k > 1:
-            bucket.init_state("acc", zeros_fp32)
-            for s in bucket.states:
-                s.setdefault(bucket.key("calls"), 0)
-        self.inner.init(bucket.child("inner"))
+    def _inner_steps(self, bucket):
+        return [bucket.step // self.k] * len(bucket.params)
 
     def update(self, updates, bucket):
         if self.k == 1:
-            return self.inner.update(updates, self._view(bucket))
+            return run_at_steps(self.inner.update, updates, self._views(bucket))
         acc = bucket.state("acc")
         torch._foreach_add_(acc, updates)
-        key = bucket.key("calls")
-        calls = bucket.states[0][key] + 1
-        for s in bucket.states:
-            s[key] = calls
-        if calls % self.k:
+        if bucket.step % self.k:
             return None
         mean = torch._foreach_div(acc, float(self.k))
         torch._foreach_zero_(acc)
-        return self.inner.update(mean, self._view(bucket))
-
-    def state_bytes(self, p, group):
-        own = 4 * p.numel() if self.k > 1 else 0
-        return own + self.inner.state_bytes(p, group)
+        return run_at_steps(self.inner.update, mean, self._views(bucket))
 
     def __repr__(self):
         return f"multi_steps({self.inner!r}, k={self.k})".replace("\n", "\n  ")
