@@ -3,6 +3,7 @@ and one-line errors for bad options."""
 
 import csv
 import json
+import os
 import subprocess
 import sys
 
@@ -116,31 +117,91 @@ def test_list_shows_every_preset_with_its_chain():
 
 @pytest.mark.parametrize("args, message", [
     (["bench", "--tasks", "mnist"], "--tasks: unknown 'mnist'"),
+    (["bench", "--tasks", ""], "--tasks: empty list"),
+    (["bench", "--tasks", " , "], "--tasks: empty list"),
+    (["bench", "--tasks", "rosenbrok"], "--tasks: unknown 'rosenbrok' (did you mean rosenbrock?)"),
+    (["bench", "--tasks", "all,mlp"], "--tasks: 'all' cannot be combined with other names"),
     (["bench", "--optimizers", "Adam"], "--optimizers: unknown 'Adam'"),
-    (["bench", "--steps", "0"], "--steps: expected a positive integer, got 0"),
+    (["bench", "--optimizers", ""], "--optimizers: empty list"),
+    (["bench", "--optimizers", "ForeachLaPorp"], "unknown 'ForeachLaPorp' (did you mean ForeachLaProp?)"),
+    (["bench", "--optimizers", "torch.SGD,PrecondScheduleSFPaLMSOP"],
+     "unknown 'PrecondScheduleSFPaLMSOP' (did you mean PrecondScheduleSFPaLMForeachSOAP?)"),
+    (["bench", "--steps", "0"], "--steps: expected an integer from 1 to 1000000, got 0"),
+    (["bench", "--steps", "-5"], "--steps: expected an integer from 1 to 1000000, got -5"),
+    (["bench", "--steps", str(10**20)], f"--steps: expected an integer from 1 to 1000000, got {10**20}"),
     (["bench", "--steps", "x"], "argument --steps: invalid int value: 'x'"),
-    (["bench", "--lr", "-1"], "--lr: expected a positive number"),
+    (["bench", "--lr", "-1"], "--lr: expected a positive finite number, got -1.0"),
+    (["bench", "--lr", "inf"], "--lr: expected a positive finite number, got inf"),
+    (["bench", "--lr", "nan"], "--lr: expected a positive finite number, got nan"),
+    (["bench", "--lr=-inf"], "--lr: expected a positive finite number, got -inf"),
+    (["bench", "--lr", "1e308", "--tune"], "--lr: expected a positive finite number (and, for --tune, 1/3 and 3"),
+    (["bench", "--seed", "-1"], "--seed: expected an integer from 0 to 4294967295, got -1"),
+    (["bench", "--seed", str(2**64)], f"--seed: expected an integer from 0 to 4294967295, got {2**64}"),
+    (["bench", "--threads", "0"], "--threads: expected an integer from 1 to 1024, got 0"),
+    (["bench", "--threads", "-2"], "--threads: expected an integer from 1 to 1024, got -2"),
+    (["bench", "--threads", "100000"], "--threads: expected an integer from 1 to 1024, got 100000"),
     (["bench", "--text", "/nonexistent/corpus.txt"], "--text: cannot read"),
+    (["bench", "--text", "/dev/null"], "--text: need at least 260 bytes of text, got 0"),
+    (["bench", "--text", "/dev/zero"], "--text: expected at most 128 MiB of text, '/dev/zero' has more"),
     (["bench", "--out", "/proc/version/sub"], "--out: cannot write to '/proc/version/sub'"),
+    (["list", "--steps", "3"], "unrecognized arguments: --steps 3"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
     ([], "choose a command: bench or list"),
 ])
-def test_bad_options_end_with_one_line(args, message, capsys):
+def test_bad_options_end_with_one_line(args, message, capsys, tmp_path, monkeypatch):
+    """Checked before any work: nothing runs, not even the default output folder is created."""
+    if "/dev/zero" in args and not os.path.exists("/dev/zero"):
+        pytest.skip("no /dev/zero")
+    monkeypatch.chdir(tmp_path)
     assert main(args) == 2
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("heavyball-chain: error: ") and message in lines[0], captured.err
     assert captured.out == ""
+    assert list(tmp_path.iterdir()) == []
 
 
-def test_bad_option_through_the_console_entry_point(tmp_path):
+def test_optimizer_names_ignore_case_and_accept_heavyball_aliases(tmp_path, capsys):
+    """Aliases and any capitalisation run under the canonical name, each once."""
+    assert main(["bench", "--tasks", "Quadratic", "--steps", "2", "--out", str(tmp_path), "--optimizers",
+                 "PalmForEachSoap,paLMforeachsoap,PrecondScheduleSFPaLMSOAP,TORCH.sgd"]) == 0
+    rows = table_rows(capsys.readouterr().out)
+    assert list(rows) == [("quadratic", "PaLMForeachSOAP"), ("quadratic", "PrecondScheduleSFPaLMForeachSOAP"),
+                          ("quadratic", "torch.SGD")]
+    assert [r["optimizer"] for r in data_runs(tmp_path)] == ["PaLMForeachSOAP", "PrecondScheduleSFPaLMForeachSOAP",
+                                                            "torch.SGD"]
+
+
+# torch may print its own warnings to stderr (a fresh venv without numpy: "UserWarning: Failed to
+# initialize NumPy"); the checks below look at our line only. The second command prints such a
+# line first, so the test shows it does not depend on what else is on stderr.
+NOISE = "import sys; sys.stderr.write('UserWarning: Failed to initialize NumPy: _ARRAY_API not found\\n  x\\n'); "
+
+
+@pytest.mark.parametrize("python", [["-m", "heavyball_chain"],
+                                    ["-c", NOISE + "import runpy; runpy.run_module('heavyball_chain', "
+                                                   "run_name='__main__', alter_sys=True)"]], ids=["plain", "noisy"])
+def test_bad_option_through_the_console_entry_point(tmp_path, python):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    proc = cli("bench", "--steps", "3", "--out", str(blocker / "out"))
-    assert proc.returncode == 2
+    out = blocker / "out"
+    proc = subprocess.run([sys.executable, *python, "bench", "--steps", "3", "--out", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
-    assert "--out: cannot write" in proc.stderr
+    ours = [line for line in proc.stderr.splitlines() if line.startswith("heavyball-chain:")]
+    assert ours == [f"heavyball-chain: error: --out: cannot write to {str(out)!r} (Not a directory)"], proc.stderr
+
+
+def test_closed_stdout_ends_quietly(tmp_path):
+    """`heavyball-chain ... | head`: the reader goes away; no traceback."""
+    proc = subprocess.Popen([sys.executable, "-m", "heavyball_chain", "bench", "--tasks", "quadratic",
+                             "--optimizers", "torch.SGD", "--steps", "1", "--out", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # before the child has written anything: it is still importing torch
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 1
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
 
 
 def test_bench_compile_runs_presets_compiled_and_baselines_eagerly(tmp_path):

@@ -1,26 +1,102 @@
-"""The worked examples in the docs run as written."""
+"""The worked examples in the docs run as written: every ```python block of README.md and
+docs/*.md, each as a module of its own, in a temporary working directory.
 
+An HTML comment on the line before a block changes how it runs: ``<!-- run: 2 processes -->``
+runs it in 2 processes with the environment ``torchrun --nproc-per-node 2`` gives them (gloo on
+CPU, 127.0.0.1, a free port); ``<!-- not run: reason -->`` skips it and reports the reason.
+"""
+
+import multiprocessing
 import os
 import re
+import socket
 import sys
 import types
 
 import pytest
+import torch
 
-DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DOCS = os.path.join(ROOT, "docs")
+DOC_FILES = ["README.md"] + sorted(f"docs/{n}" for n in os.listdir(DOCS) if n.endswith(".md"))
+BLOCK = re.compile(r"^(?:<!--\s*(?P<marker>.*?)\s*-->\n)?```python\n(?P<code>.*?)^```", flags=re.S | re.M)
 
 
-def python_blocks(name):
-    with open(os.path.join(DOCS, name)) as fh:
-        return re.findall(r"```python\n(.*?)```", fh.read(), flags=re.S)
+def python_blocks(files=DOC_FILES):
+    """``pytest.param(path, line, marker, code)`` for every python block; ids are ``file:line``."""
+    blocks = []
+    for path in files:
+        with open(os.path.join(ROOT, path)) as fh:
+            text = fh.read()
+        for m in BLOCK.finditer(text):
+            line = text.count("\n", 0, m.start("code"))  # the ```python line, 1-based
+            blocks.append(pytest.param(path, line, m["marker"], m["code"], id=f"{path}:{line}"))
+    return blocks
 
 
-@pytest.mark.parametrize("code", python_blocks("transforms.md"), ids=lambda c: c.splitlines()[0][:40])
-def test_transforms_doc_example_runs(code, monkeypatch):
-    """Each block runs as a module of its own (torch.compile looks classes' modules up by name)."""
+def run_block(code: str, path: str, line: int) -> None:
+    """Run ``code`` as a module of its own (torch.compile looks classes' modules up by name);
+    tracebacks give the line in the markdown file."""
     module = types.ModuleType("docs_example")
-    monkeypatch.setitem(sys.modules, module.__name__, module)
-    exec(compile(code, "docs/transforms.md", "exec"), module.__dict__)
+    sys.modules[module.__name__] = module
+    try:
+        exec(compile("\n" * line + code, path, "exec"), module.__dict__)
+    finally:
+        del sys.modules[module.__name__]
+
+
+def _rank(rank: int, world: int, port: int, code: str, path: str, line: int) -> None:
+    """One process of a multi-process block, with torchrun's environment."""
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    run_block(code, path, line)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_processes(code: str, path: str, line: int, world: int = 2) -> None:
+    """Run ``code`` in ``world`` fresh processes, forked from a server that has imported torch once
+    (a spawned process would spend seconds importing it)."""
+    multiprocessing.set_forkserver_preload(["torch", "torch.distributed.fsdp", "heavyball_chain", __name__])
+    for attempt in range(2):  # the free port can be taken before rank 0 binds it: retry once
+        try:
+            torch.multiprocessing.start_processes(_rank, args=(world, _free_port(), code, path, line), nprocs=world,
+                                                  start_method="forkserver")
+            return
+        except torch.multiprocessing.ProcessRaisedException as exc:
+            if attempt or "address already in use" not in str(exc).lower():
+                raise
+
+
+@pytest.mark.parametrize("path, line, marker, code", python_blocks())
+@pytest.mark.filterwarnings("ignore:torch.distributed is disabled:UserWarning")  # dcp in one process says so
+def test_doc_example_runs(path, line, marker, code, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # blocks may write files (checkpoints)
+    if marker is None:
+        run_block(code, path, line)
+    elif marker == "run: 2 processes":
+        if not torch.distributed.is_available():
+            pytest.skip("torch.distributed is not available")
+        run_processes(code, path, line)
+    elif marker.startswith("not run:"):
+        pytest.skip(f"{path}:{line} is marked <!-- {marker} -->")
+    else:
+        pytest.fail(f"{path}:{line}: unknown marker <!-- {marker} -->; "
+                    "expected <!-- run: 2 processes --> or <!-- not run: reason -->")
+
+
+def test_every_doc_with_code_is_collected():
+    """The block pattern finds every ```python fence (a fence it missed would go untested)."""
+    for path in DOC_FILES:
+        with open(os.path.join(ROOT, path)) as fh:
+            fences = len(re.findall(r"^```python$", fh.read(), flags=re.M))
+        assert len(python_blocks([path])) == fences, path
+    assert {p.values[0] for p in python_blocks()} >= {"README.md", "docs/distributed.md", "docs/transforms.md"}
 
 
 def test_transforms_doc_names_every_transform():
@@ -31,3 +107,12 @@ def test_transforms_doc_names_every_transform():
     missing = [n for n in T.__all__ if f"`{n}" not in text and n not in ("StochasticWriter", "stochastic_round_",
                                                                       "beta_debias")]
     assert not missing, f"docs/transforms.md does not describe {missing}"
+
+
+def test_markers_are_read(tmp_path):
+    doc = tmp_path / "doc.md"
+    doc.write_text("text\n```python\na = 1\n```\n<!-- not run: needs a GPU -->\n```python\nb = 2\n```\n"
+                   "<!-- run: 2 processes -->\n```python\nc = 3\n```\n```bash\nls\n```\n")
+    assert [p.values for p in python_blocks([str(doc)])] == [
+        (str(doc), 2, None, "a = 1\n"), (str(doc), 6, "not run: needs a GPU", "b = 2\n"),
+        (str(doc), 10, "run: 2 processes", "c = 3\n")]

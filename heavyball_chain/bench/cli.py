@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import difflib
+import math
 import os
 import sys
 import time
@@ -20,6 +22,10 @@ DEFAULT_OPTIMIZERS = ["ForeachAdamW", "ForeachLaProp", "ForeachADOPT", "ForeachS
 QUICK_OPTIMIZERS = ["ForeachLaProp", "PrecondSchedulePaLMForeachSOAP", "torch.AdamW"]
 DEFAULT_STEPS, QUICK_STEPS = 500, 100
 TUNE_FACTORS = (1 / 3, 1.0, 3.0)
+MAX_STEPS = 1_000_000  # every logged point is kept in memory and written to bench.json and bench.csv
+MAX_SEED = 2**32 - 1  # the tasks derive 64-bit generator seeds from it
+MAX_THREADS = 1024  # far more make OpenMP fail to create threads, or crash
+MIN_TEXT_BYTES, MAX_TEXT_BYTES = 4 * 65, 128 * 2**20  # charlm: 4 windows of context + 1
 
 
 class UsageError(Exception):
@@ -31,15 +37,37 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _names(value: str, known: list[str], what: str) -> list[str]:
+def _names(value: str, known: list[str], what: str, aliases: dict[str, str] | None = None) -> list[str]:
+    """The canonical names in a comma-separated list ('all' for every one): case-insensitive,
+    ``aliases`` resolved, duplicates dropped; an unknown name suggests the closest known one."""
+    lookup = {n.lower(): n for n in known} | {a.lower(): n for a, n in (aliases or {}).items()}
+    choices = f"choose from {', '.join(known)} or 'all'"
     names = [v.strip() for v in value.split(",") if v.strip()]
-    if names == ["all"]:
+    if not names:
+        raise UsageError(f"--{what}: empty list; {choices}")
+    if [n.lower() for n in names] == ["all"]:
         return list(known)
-    unknown = [n for n in names if n not in known]
-    if unknown or not names:
-        raise UsageError(f"--{what}: unknown {', '.join(map(repr, unknown)) or 'empty list'}; "
-                         f"choose from {', '.join(known)} or 'all'")
-    return names
+    if "all" in (n.lower() for n in names):
+        raise UsageError(f"--{what}: 'all' cannot be combined with other names")
+    unknown = []
+    for n in names:
+        if n.lower() not in lookup:
+            close = difflib.get_close_matches(n.lower(), lookup, n=1)
+            unknown.append(repr(n) + (f" (did you mean {lookup[close[0]]}?)" if close else ""))
+    if unknown:
+        raise UsageError(f"--{what}: unknown {', '.join(unknown)}; {choices}")
+    return list(dict.fromkeys(lookup[n.lower()] for n in names))
+
+
+def _preset_aliases() -> dict[str, str]:
+    """HeavyBall's alternative spellings of preset names: alias -> canonical name."""
+    canonical = {getattr(presets, n): n for n in presets.__all__}
+    return {alias: canonical[fn] for alias, fn in presets.ALIASES.items()}
+
+
+def _check_int(value: int, what: str, low: int, high: int) -> None:
+    if not low <= value <= high:
+        raise UsageError(f"--{what}: expected an integer from {low} to {high}, got {value}")
 
 
 def _check_out(out: str) -> None:
@@ -84,22 +112,28 @@ def bench(args) -> int:
     from .runner import run
 
     tasks = _names(args.tasks, list(TASKS), "tasks")
-    optimizers = _names(args.optimizers or ",".join(QUICK_OPTIMIZERS if args.quick else DEFAULT_OPTIMIZERS),
-                        OPTIMIZERS, "optimizers")
+    default = ",".join(QUICK_OPTIMIZERS if args.quick else DEFAULT_OPTIMIZERS)
+    optimizers = _names(default if args.optimizers is None else args.optimizers, OPTIMIZERS, "optimizers",
+                        _preset_aliases())
     steps = args.steps if args.steps is not None else (QUICK_STEPS if args.quick else DEFAULT_STEPS)
-    if steps <= 0:
-        raise UsageError(f"--steps: expected a positive integer, got {steps}")
-    if args.lr is not None and not args.lr > 0:
-        raise UsageError(f"--lr: expected a positive number, got {args.lr}")
+    _check_int(steps, "steps", 1, MAX_STEPS)
+    _check_int(args.seed, "seed", 0, MAX_SEED)
+    _check_int(args.threads, "threads", 1, MAX_THREADS)
+    factors = TUNE_FACTORS if args.tune else (1.0,)
+    if args.lr is not None and not all(0 < args.lr * f < math.inf for f in factors):
+        tried = " (and, for --tune, 1/3 and 3 times it)" if args.tune else ""
+        raise UsageError(f"--lr: expected a positive finite number{tried}, got {args.lr}")
     text = None
     if args.text is not None:
         try:
             with open(args.text, "rb") as fh:
-                text = fh.read()
+                text = fh.read(MAX_TEXT_BYTES + 1)  # bounded: the path may be a device or a pipe
         except OSError as exc:
             raise UsageError(f"--text: cannot read {args.text!r} ({exc.strerror or exc})") from None
-        if len(text) < 4 * 65:
-            raise UsageError(f"--text: need at least {4 * 65} bytes of text, got {len(text)}")
+        if len(text) < MIN_TEXT_BYTES:
+            raise UsageError(f"--text: need at least {MIN_TEXT_BYTES} bytes of text, got {len(text)}")
+        if len(text) > MAX_TEXT_BYTES:
+            raise UsageError(f"--text: expected at most {MAX_TEXT_BYTES // 2**20} MiB of text, {args.text!r} has more")
     _check_out(args.out)
     torch.set_num_threads(args.threads)
     if args.compile:
@@ -107,7 +141,6 @@ def bench(args) -> int:
         if unsupported:
             print(f"note: --compile not supported by {', '.join(unsupported)}; they run eagerly", file=sys.stderr)
 
-    factors = TUNE_FACTORS if args.tune else (1.0,)
     progress = _Progress(len(tasks) * len(optimizers) * len(factors))
     results = []
     for task in tasks:
@@ -150,16 +183,19 @@ def parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="train each optimizer on each task and compare")
     b.add_argument("--tasks", default="all", help=f"comma-separated: {', '.join(TASKS)} (default: all)")
     b.add_argument("--optimizers", default=None,
-                   help=f"comma-separated preset names, torch.AdamW, torch.SGD (default: {','.join(DEFAULT_OPTIMIZERS)})")
-    b.add_argument("--steps", type=int, default=None, help=f"steps per run (default {DEFAULT_STEPS}, --quick {QUICK_STEPS})")
+                   help=f"comma-separated preset names (any case; HeavyBall's aliases too), torch.AdamW, torch.SGD "
+                        f"(default: {','.join(DEFAULT_OPTIMIZERS)})")
+    b.add_argument("--steps", type=int, default=None,
+                   help=f"steps per run, 1 to {MAX_STEPS} (default {DEFAULT_STEPS}, --quick {QUICK_STEPS})")
     b.add_argument("--lr", type=float, default=None, help="one learning rate for every optimizer (default: each its own)")
     b.add_argument("--tune", action="store_true", help="try lr x 1/3, 1, 3 per optimizer and keep the best final loss")
-    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--seed", type=int, default=0, help=f"0 to {MAX_SEED} (default 0)")
     b.add_argument("--out", default="bench-out", help="folder for bench.json, bench.csv, bench.png")
     b.add_argument("--compile", action="store_true", help="compiled optimizer steps where supported")
     b.add_argument("--quick", action="store_true", help=f"{QUICK_STEPS} steps, {len(QUICK_OPTIMIZERS)} optimizers")
     b.add_argument("--text", default=None, help="train the charlm task on this file instead of Python's sources")
-    b.add_argument("--threads", type=int, default=2, help="torch threads (fixed, so runs are repeatable)")
+    b.add_argument("--threads", type=int, default=2,
+                   help=f"torch threads, 1 to {MAX_THREADS} (default 2; fixed, so runs are repeatable)")
     b.set_defaults(fn=bench)
     lst = sub.add_parser("list", help="every preset with its chain and state bytes per parameter")
     lst.set_defaults(fn=list_presets)
@@ -171,7 +207,12 @@ def main(argv: list[str] | None = None) -> int:
         args = parser().parse_args(argv)
         if args.command is None:
             raise UsageError("choose a command: bench or list (see heavyball-chain --help)")
-        return args.fn(args)
+        status = args.fn(args)
+        sys.stdout.flush()  # a closed pipe (`heavyball-chain list | head`) raises here, not at exit
+        return status
+    except BrokenPipeError:  # the reader has gone: stop quietly (the recipe in Python's signal docs)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except UsageError as exc:
         print(f"heavyball-chain: error: {exc}", file=sys.stderr)
         return 2
