@@ -44,7 +44,7 @@ def batch(step: int):
 
 def train(model, opt, steps, rank=0, world=1, start=0):
     """Each rank takes its contiguous slice of the global batch; the loss is a mean, so the
-    averaged gradient equals the full-batch gradient."""
+    averaged gradient equals the full-batch gradient (up to rounding)."""
     dtype = next(model.parameters()).dtype
     per = GLOBAL_BATCH // world
     losses = []
@@ -57,3 +57,28 @@ def train(model, opt, steps, rank=0, world=1, start=0):
         opt.step()
         losses.append(loss.item())
     return losses
+
+
+def train_averaged(model, opt, steps, world=2, start=0):
+    """One process, fed each step what ``world`` ranks running :func:`train` reduce their
+    gradients to: the gradient of each rank's slice, computed alone (same shapes, hence the same
+    kernels, as on that rank), summed and divided by ``world``. For world=2 that is bit for bit
+    what DDP's all-reduce and FSDP2's reduce-scatter produce (a two-term sum does not depend on
+    the order, and halving is exact), so the optimizer steps see identical gradients and a
+    distributed run can be compared with this one exactly, without SOAP's amplification of
+    the difference between a half-batch average and a full-batch mean (tests/test_distributed.py)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    per = GLOBAL_BATCH // world
+    for i in range(start, start + steps):
+        x, y = batch(i)
+        grads = []
+        for r in range(world):
+            xr, yr = x[r * per:(r + 1) * per].to(params[0].dtype), y[r * per:(r + 1) * per]
+            grads.append(torch.autograd.grad(torch.nn.functional.mse_loss(model(xr).float(), yr), params))
+        opt.zero_grad()
+        for p, *gs in zip(params, *grads):
+            total = gs[0]
+            for g in gs[1:]:
+                total = total + g
+            p.grad = total / world
+        opt.step()

@@ -1,6 +1,9 @@
-"""Runs in each of 2 gloo processes (CPU, 127.0.0.1): DDP and FSDP2 training of every preset and
-distributed checkpoints; rank 0 saves what it saw to ``out/<scenario>.pt``. Launched by
-tests/test_distributed.py as ``python tests/distributed/worker.py OUT PORT``."""
+"""Runs in each of 2 gloo processes (CPU, 127.0.0.1): DDP and FSDP2 training of every preset,
+distributed checkpoints, and the single-process references the runs are compared with (computed
+here, in the same processes with the same thread count, not in the pytest process); rank 0 saves
+everything to ``OUT/results.pt``. Launched by tests/test_distributed.py as
+``python tests/distributed/worker.py OUT PORT``. A 2-rank torch.distributed.checkpoint save
+needs numpy (torch's object collectives decode with it)."""
 
 from __future__ import annotations
 
@@ -34,6 +37,27 @@ def full(model):
             for n, p in model.named_parameters()}
 
 
+def references(cls, kwargs):
+    """The single-process runs the tests compare with, computed here so that they run in the
+    same kind of process, with the same thread count and kernels, as the distributed runs:
+    ``reference`` is fed the ranks' averaged gradients (common.train_averaged), ``full_batch``
+    trains on the whole batch (common.train); ``reference_eval`` is ``reference`` after
+    ``opt.eval()`` (schedule-free presets)."""
+    out = {}
+    model = common.make_model()
+    opt = cls(model.parameters(), **kwargs)
+    common.train_averaged(model, opt, common.STEPS, world=2)
+    out["reference"] = full(model)
+    if hasattr(opt, "eval"):
+        opt.eval()
+        out["reference_eval"] = full(model)
+    model = common.make_model()
+    opt = cls(model.parameters(), **kwargs)
+    common.train(model, opt, common.STEPS)
+    out["full_batch"] = full(model)
+    return out
+
+
 def shard(model, mesh):
     for layer in (model.conv, model.fc1, model.fc2):
         fully_shard(layer, mesh=mesh)
@@ -46,7 +70,8 @@ def run(rank: int, world: int, out: str, port: int) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=world)
     torch.set_num_threads(1)
     mesh = init_device_mesh("cpu", (world,))
-    results = {"ddp": {}, "fsdp": {}, "fsdp_bf16": {}, "fsdp_eval": {}, "dcp": {}}
+    results = {"ddp": {}, "fsdp": {}, "fsdp_bf16": {}, "fsdp_eval": {}, "dcp": {}, "soap_owned": {},
+               "reference": {}, "reference_eval": {}, "full_batch": {}, "threads": torch.get_num_threads()}
     for name in hc.presets.__all__:
         cls = getattr(hc, name)
         kwargs = common.KWARGS.get(name, {})
@@ -71,9 +96,9 @@ def run(rank: int, world: int, out: str, port: int) -> None:
             common.train(model, opt, common.STEPS, rank, world)
             results.setdefault("fsdp_compiled", {})[name] = full(model)
         owned = sum(any("soap/" in k for k in opt.state[p]) for p in model.parameters())
-        counts = [None] * world
-        dist.all_gather_object(counts, owned)
-        results.setdefault("soap_owned", {})[name] = counts
+        counts = [torch.zeros((), dtype=torch.int64) for _ in range(world)]
+        dist.all_gather(counts, torch.tensor(owned, dtype=torch.int64))
+        results["soap_owned"][name] = [int(c) for c in counts]
         # bf16 sharded parameters: stochastic rounding on the local shards
         model = shard(common.make_model(torch.bfloat16), mesh)
         opt = cls(model.parameters(), **kwargs)
@@ -96,6 +121,9 @@ def run(rank: int, world: int, out: str, port: int) -> None:
         set_optimizer_state_dict(model2, opt2, sd["optim"])
         common.train(model2, opt2, 3, rank, world, start=3)
         results["dcp"][name] = (uninterrupted, full(model2))
+        # single-process references (both ranks compute them, so neither waits for the other)
+        for key, value in references(cls, kwargs).items():
+            results[key][name] = value
     if rank == 0:
         torch.save(results, os.path.join(out, "results.pt"))
     dist.barrier()
