@@ -305,7 +305,7 @@ def test_state_dict_inside_ema_weights_resumes():
     train(model, opt, 3)
     weights = copy.deepcopy(model.state_dict())
     with T.ema_weights(opt):
-        sd = opt.state_dict()
+        sd = copy.deepcopy(opt.state_dict())  # as written to disk inside the block
     model2 = make_net()
     model2.load_state_dict(weights)
     opt2 = _ema_optimizer(model2)
