@@ -11,6 +11,7 @@ import os
 import re
 import socket
 import sys
+import time
 import types
 
 import pytest
@@ -19,6 +20,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = os.path.join(ROOT, "docs")
 DOC_FILES = ["README.md"] + sorted(f"docs/{n}" for n in os.listdir(DOCS) if n.endswith(".md"))
+TIMEOUT = 120  # seconds for a multi-process block (they take 2-7 s)
 BLOCK = re.compile(r"^(?:<!--\s*(?P<marker>.*?)\s*-->\n)?```python\n(?P<code>.*?)^```", flags=re.S | re.M)
 
 
@@ -34,23 +36,30 @@ def python_blocks(files=DOC_FILES):
     return blocks
 
 
-def run_block(code: str, path: str, line: int) -> None:
+def run_block(code: str, path: str, line: int) -> types.ModuleType:
     """Run ``code`` as a module of its own (torch.compile looks classes' modules up by name);
-    tracebacks give the line in the markdown file."""
+    tracebacks give the line in the markdown file. Returns the module (its objects alive)."""
     module = types.ModuleType("docs_example")
     sys.modules[module.__name__] = module
     try:
         exec(compile("\n" * line + code, path, "exec"), module.__dict__)
     finally:
         del sys.modules[module.__name__]
+    return module
 
 
 def _rank(rank: int, world: int, port: int, code: str, path: str, line: int) -> None:
-    """One process of a multi-process block, with torchrun's environment."""
+    """One process of a multi-process block, with torchrun's environment. After the block it
+    exits without freeing the block's objects: a DDP model freed after destroy_process_group()
+    can deadlock in torch (its Reducer frees the gloo process group while holding the GIL, which
+    a gloo thread freeing a finished work item waits for; seen once in CI)."""
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    run_block(code, path, line)
+    module = run_block(code, path, line)  # noqa: F841 - kept alive until the process ends
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _free_port() -> int:
@@ -64,9 +73,15 @@ def run_processes(code: str, path: str, line: int, world: int = 2) -> None:
     (a spawned process would spend seconds importing it)."""
     multiprocessing.set_forkserver_preload(["torch", "torch.distributed.fsdp", "heavyball_chain", __name__])
     for attempt in range(2):  # the free port can be taken before rank 0 binds it: retry once
+        ctx = torch.multiprocessing.start_processes(_rank, args=(world, _free_port(), code, path, line),
+                                                    nprocs=world, start_method="forkserver", join=False)
+        deadline = time.monotonic() + TIMEOUT
         try:
-            torch.multiprocessing.start_processes(_rank, args=(world, _free_port(), code, path, line), nprocs=world,
-                                                  start_method="forkserver")
+            while not ctx.join(timeout=1):
+                if time.monotonic() > deadline:
+                    for p in ctx.processes:
+                        p.kill()
+                    pytest.fail(f"{path}:{line}: the {world} processes did not finish in {TIMEOUT} s")
             return
         except torch.multiprocessing.ProcessRaisedException as exc:
             if attempt or "address already in use" not in str(exc).lower():
