@@ -22,7 +22,6 @@ Contract of ``update(updates, bucket)``:
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
@@ -290,13 +289,20 @@ class Bucket:
         """The compute dtype of this bucket's updates and state."""
         return compute_dtype(self.params[0].dtype) if self.params else torch.float32
 
+    def replace(self, **changes: Any) -> "Bucket":
+        """A copy with ``changes`` (``dataclasses.replace`` without its per-call cost: views are
+        made several times per transform per step)."""
+        new = object.__new__(Bucket)
+        new.__dict__.update(self.__dict__, **changes)
+        return new
+
     def child(self, name: str) -> "Bucket":
-        return dataclasses.replace(self, prefix=f"{self.prefix}{name}/")
+        return self.replace(prefix=f"{self.prefix}{name}/")
 
     def subset(self, indices: Sequence[int]) -> "Bucket":
         """The same bucket restricted to ``params[i] for i in indices`` (wrappers such as ``masked``)."""
         pick = lambda xs: None if xs is None else [xs[i] for i in indices]  # noqa: E731
-        return dataclasses.replace(self, params=pick(self.params), grads=pick(self.grads), states=pick(self.states),
+        return self.replace(params=pick(self.params), grads=pick(self.grads), states=pick(self.states),
                                    sharded=pick(self.sharded), names=pick(self.names),
                                    positions=pick(self.positions))
 
@@ -307,11 +313,11 @@ class Bucket:
         distinct = sorted(set(steps))
         if len(distinct) <= 1:
             step = distinct[0] if distinct else self.step
-            return [(None, self if step == self.step else dataclasses.replace(self, step=step))]
+            return [(None, self if step == self.step else self.replace(step=step))]
         out = []
         for step in distinct:
             idx = [i for i, s in enumerate(steps) if s == step]
-            out.append((idx, dataclasses.replace(self.subset(idx), step=step)))
+            out.append((idx, self.subset(idx).replace(step=step)))
         return out
 
     def key(self, name: str) -> str:

@@ -182,10 +182,21 @@ class ChainOptimizer(torch.optim.Optimizer):
                             f"(an update would be truncated to an integer)")
 
     def _validate_group(self, group: dict, in_step: bool = False) -> None:
+        """Check every value of ``group``. Before a step, a value already checked (the same
+        object: numbers and tuples are immutable; a scheduler sets new ones) is not checked again;
+        tensors, lists and dicts always are (they change in place)."""
+        seen = self.__dict__.setdefault("_checked_values", {})
+        entry = seen.get(id(group))
+        known = entry[1] if entry is not None and entry[0] is group and in_step else {}
         for name, hyper in self._hyperparams.items():
             if name not in group:
                 raise ValueError(f"{name}: missing from a param group (every group holds every hyperparameter)")
-            hyper.validate(name, group[name], in_step=in_step)
+            value = group[name]
+            if known.get(name, _MISSING) is value and not isinstance(value, (torch.Tensor, list, dict)):
+                continue  # the same immutable object as last time
+            hyper.validate(name, value, in_step=in_step)
+            known[name] = value
+        seen[id(group)] = (group, known)
 
     # ------------------------------------------------------------------ step
 
@@ -204,13 +215,20 @@ class ChainOptimizer(torch.optim.Optimizer):
             elif "step" not in self.state.get(p, ()):
                 continue
             # complex parameters are computed as their real views: with the real ones of that dtype
-            split[(p.device, p.dtype.to_real(), isinstance(p, DTensor), self.state[p].get("step", 0))].append(i)
+            dtype = p.dtype.to_real() if p.is_complex() else p.dtype
+            split[(p.device, dtype, isinstance(p, DTensor), self.state[p].get("step", 0))].append(i)
         names = group.get("param_names")
         for (_, _, sharded, step), idx in split.items():
             ps = [params[i] for i in idx]
+            if sharded:
+                ps_local, grads = [local(p) for p in ps], [local(p.grad) for p in ps]
+            else:
+                ps_local, grads = ps, [p.grad for p in ps]
+            if any(p.is_complex() for p in ps_local):
+                ps_local, grads = [_real(p) for p in ps_local], [_real(g) for g in grads]
             yield Bucket(
-                params=[_real(local(p)) for p in ps],
-                grads=[_real(local(p.grad)) for p in ps],
+                params=ps_local,
+                grads=grads,
                 states=[self.state[p] for p in ps],
                 group=group,
                 step=step + 1 if stepping else step,
@@ -246,12 +264,14 @@ class ChainOptimizer(torch.optim.Optimizer):
         every transform's ``check_step``."""
         for group in self.param_groups:
             self._validate_group(group, in_step=True)
+        checking = any(type(t).check_step is not Transform.check_step for t in transforms_in(self.transform))
         for bucket in buckets:
             for name in self._hyperparams:
                 if _has_schedule(bucket.group[name]):
                     bucket.hp(name)
-            for t, view in self.transform.walk(bucket):
-                t.check_step(view)
+            if checking:
+                for t, view in self.transform.walk(bucket):
+                    t.check_step(view)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -265,7 +285,8 @@ class ChainOptimizer(torch.optim.Optimizer):
         for bucket in buckets:
             if bucket.step == 1:
                 self.transform.init(bucket)
-            self.transform.update([g.to(bucket.dtype) for g in bucket.grads], bucket)
+            dtype = bucket.dtype
+            self.transform.update([g if g.dtype == dtype else g.to(dtype) for g in bucket.grads], bucket)
             for s in bucket.states:
                 s["step"] = bucket.step
         return loss
@@ -436,6 +457,7 @@ class ChainOptimizer(torch.optim.Optimizer):
         state["_hyperparams"] = self._hyperparams
         state["compile"] = self.compile
         state.pop("_fuser", None)  # compiled kernels are rebuilt, not pickled
+        state.pop("_checked_values", None)  # keyed by object ids: not valid in another process
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:

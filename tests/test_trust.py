@@ -152,6 +152,17 @@ def test_values_set_in_a_group_mid_run_are_checked_before_the_step(preset, name,
     assert_same(before, snapshot(opt))
 
 
+def test_a_list_changed_in_place_is_checked_again():
+    """Values are checked once per object; a list (or a tensor) can change without becoming a new one."""
+    p = torch.nn.Parameter(torch.zeros(3))
+    opt = hc.ForeachLaProp([p], betas=[0.9, 0.99])
+    p.grad = torch.ones(3)
+    opt.step()
+    opt.param_groups[0]["betas"][1] = 1.0
+    with pytest.raises(ValueError, match=r"betas\[1\]"):
+        opt.step()
+
+
 def test_a_refused_add_param_group_adds_nothing(preset):
     opt = preset([torch.nn.Parameter(torch.zeros(2))])
     with pytest.raises(ValueError, match="lr"):

@@ -239,10 +239,10 @@ def _stack(updates: list[torch.Tensor], idx: list[int], shape) -> torch.Tensor:
     finfo = torch.finfo(g.dtype)
     half_log2_limit = 0.5 * (math.log2(finfo.max) - 32)
     worst = math.log2(finfo.max) + 0.5 * math.log2(max(math.prod(shape), 1)) - half_log2_limit
-    log2_norm = torch.stack(torch._foreach_norm(parts)).log2()  # -inf for 0, inf on overflow, nan for nan
-    excess = torch.where(log2_norm == math.inf, worst, log2_norm - half_log2_limit).nan_to_num_(nan=0.0)
-    scale = torch.exp2(-excess.clamp_min_(0).ceil_())
-    return g * scale.view(-1, *[1] * len(shape))
+    excess = torch.stack(torch._foreach_norm(parts)).log2_().sub_(half_log2_limit)  # inf if the norm overflowed
+    scale = excess.clamp_(0, worst).nan_to_num_(0.0).ceil_().neg_().exp2_()  # 0 and nan norms: 1
+    scale = scale.view(-1, *[1] * len(shape))
+    return g.mul_(scale) if len(parts) > 1 else g * scale  # a stack is ours; one gradient is a view
 
 
 def _update_factor_(gg: torch.Tensor, x: torch.Tensor, i: int, beta: float) -> None:

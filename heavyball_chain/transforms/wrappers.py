@@ -13,7 +13,6 @@ or its name and the parameter (``f(name, p)``, names come from building the opti
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 from typing import Any, Callable, Mapping, Sequence
 
