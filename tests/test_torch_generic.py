@@ -1174,24 +1174,12 @@ def test_load_state_dict_pre_post_hook(info):
         assert opt.state["ran_load_state_dict_post_hook"] is True
 
 
-def test_step_post_hook(info):
+@pytest.mark.parametrize("register", ["register_step_pre_hook", "register_step_post_hook"])
+def test_step_pre_and_post_hook(info, register):
     for _, kwargs in info.inputs():
         opt = info.make([torch.tensor([1.0, 1.0])], **kwargs)
         calls = []
-        handle = opt.register_step_post_hook(lambda o, args, kw: calls.append(o))
-        opt.step()
-        opt.step()
-        assert calls == [opt, opt]
-        handle.remove()
-        opt.step()
-        assert len(calls) == 2
-
-
-def test_step_pre_hook(info):
-    for _, kwargs in info.inputs():
-        opt = info.make([torch.tensor([1.0, 1.0])], **kwargs)
-        calls = []
-        handle = opt.register_step_pre_hook(lambda o, args, kw: calls.append(o))
+        handle = getattr(opt, register)(lambda o, args, kw: calls.append(o))
         opt.step()
         opt.step()
         assert calls == [opt, opt]
