@@ -68,15 +68,21 @@ class Hyper:
     inside a tuple checked by :class:`Elements`, the elements that are numbers are checked at once.
     ``tensor=True`` also admits a one-element floating-point tensor (``lr``, as torch.optim does:
     compiled and CUDA-graph training change it in place); its value is checked where reading it
-    costs no device synchronisation (on the CPU, or outside a step).
+    costs no device synchronisation (on the CPU, or outside a step). ``fixed=True`` refuses a
+    schedule: the value decides the shapes of state built at a parameter's first step (SOAP's
+    ``max_precond_dim``), so it cannot change.
     """
 
     default: Any
     check: Callable[[Any], str | None] | None = None
     tensor: bool = False
+    fixed: bool = False
 
     def validate(self, name: str, value: Any, in_step: bool = False) -> None:
         """Raise ``ValueError`` (naming ``name``) unless ``value`` is valid."""
+        if self.fixed and _has_schedule(value):
+            raise ValueError(f"{name}: expected a fixed value, got the schedule {value!r}; {name} decides the "
+                             f"shapes of state built at a parameter's first step, so it cannot change")
         if self.check is None:
             return
         if isinstance(value, torch.Tensor):
@@ -439,7 +445,7 @@ class Slot:
         if self.kind is not torch.Tensor:
             return 0
         shape = p.shape if self.shape is None else self.shape
-        return math.prod(shape) * torch.empty((), dtype=self.dtype or compute_dtype(p.dtype)).element_size()
+        return math.prod(shape) * (self.dtype or compute_dtype(p.dtype)).itemsize
 
     def problem(self, value: Any, p: torch.Tensor) -> str | None:
         """Why ``value`` cannot be this slot's value for parameter ``p`` (shape/dtype of the real

@@ -181,13 +181,11 @@ class ChainOptimizer(torch.optim.Optimizer):
             raise TypeError(f"params: expected floating-point or complex tensors, got {p.dtype} at position {i} "
                             f"(an update would be truncated to an integer)")
 
-    def _validate_group(self, group: dict, in_step: bool = False) -> None:
-        """Check every value of ``group``. Before a step, a value already checked (the same
-        object: numbers and tuples are immutable; a scheduler sets new ones) is not checked again;
-        tensors, lists and dicts always are (they change in place)."""
-        seen = self.__dict__.setdefault("_checked_values", {})
-        entry = seen.get(id(group))
-        known = entry[1] if entry is not None and entry[0] is group and in_step else {}
+    def _validate_group(self, group: dict, in_step: bool = False, known: dict | None = None) -> dict:
+        """Check every value of ``group`` but those in ``known`` (values checked before: the same
+        object, immutable; a scheduler sets new ones); tensors, lists and dicts always are (they
+        change in place). Returns the values now known to be valid."""
+        known = {} if known is None else known
         for name, hyper in self._hyperparams.items():
             if name not in group:
                 raise ValueError(f"{name}: missing from a param group (every group holds every hyperparameter)")
@@ -196,7 +194,7 @@ class ChainOptimizer(torch.optim.Optimizer):
                 continue  # the same immutable object as last time
             hyper.validate(name, value, in_step=in_step)
             known[name] = value
-        seen[id(group)] = (group, known)
+        return known
 
     # ------------------------------------------------------------------ step
 
@@ -262,8 +260,12 @@ class ChainOptimizer(torch.optim.Optimizer):
         """Everything that can refuse a step, before anything changes: every group's values (a
         scheduler or the user may have set them), schedules evaluated at each bucket's step, and
         every transform's ``check_step``."""
+        previous, checked = self.__dict__.get("_checked_values", {}), {}
         for group in self.param_groups:
-            self._validate_group(group, in_step=True)
+            entry = previous.get(id(group))
+            known = entry[1] if entry is not None and entry[0] is group else None
+            checked[id(group)] = (group, self._validate_group(group, in_step=True, known=known))
+        self._checked_values = checked
         checking = any(type(t).check_step is not Transform.check_step for t in transforms_in(self.transform))
         for bucket in buckets:
             for name in self._hyperparams:

@@ -20,12 +20,12 @@ from ..optimizer import ChainOptimizer
 from ..transforms import (
     add_decayed_weights,
     clip_by_adaptive_norm,
-    palm_beta2,
     scale_by_learning_rate,
     schedule_free,
     stochastic_round_apply,
 )
-from ..transforms.soap import _as_tuple, every, precond_schedule, soap_precondition
+from ..transforms.schedules import palm_betas
+from ..transforms.soap import every, precond_schedule, soap_precondition
 
 __all__ = [
     "ForeachSOAP",
@@ -63,15 +63,6 @@ def soap_chain(betas, refresh: Schedule, schedule_free_: bool = False):
     )
 
 
-def _palm_betas(beta, betas):
-    """HeavyBall's PaLM signature: ``beta`` is beta1 (``betas[0]`` overrides it); beta2 is the schedule."""
-    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-        raise ValueError(f"betas: expected a pair (beta1 or None, None), got {betas!r}")
-    if betas[1] is not None:
-        raise ValueError("betas: beta2 follows the PaLM schedule (set beta2_scale); pass betas=(beta1, None)")
-    return (beta if betas[0] is None else betas[0], palm_beta2())
-
-
 def _no_frequency(precondition_frequency):
     if precondition_frequency != 2:
         raise ValueError(
@@ -84,7 +75,7 @@ class _SOAP(ChainOptimizer):
     def _build(self, params, refresh, sf=False, **hp):
         for name in ("betas", "precond_scheduler"):  # lists become tuples; other types are left to the checks
             if name in hp:
-                hp[name] = _as_tuple(hp[name])
+                hp[name] = tuple(hp[name]) if isinstance(hp[name], list) else hp[name]
         super().__init__(params, soap_chain(hp["betas"], refresh, sf), **hp)
 
 
@@ -110,7 +101,7 @@ class PaLMForeachSOAP(_SOAP):
                  weight_decay=0.01, precondition_frequency=2, max_precond_dim=2048, merge_dims=True,
                  precondition_1d=False, normalize_grads=False, data_format="channels_first", correct_bias=True,
                  warmup_steps=1, beta2_scale=0.8, compile=False):
-        betas = _palm_betas(beta, betas)
+        betas = palm_betas(beta, betas)
         self._build(params, every(), compile=compile, lr=lr, betas=betas, shampoo_beta=shampoo_beta, eps=eps,
                     weight_decay=weight_decay, precondition_frequency=precondition_frequency,
                     max_precond_dim=max_precond_dim, merge_dims=merge_dims, precondition_1d=precondition_1d,
@@ -143,7 +134,7 @@ class PrecondSchedulePaLMForeachSOAP(_SOAP):
                  normalize_grads=False, data_format="channels_first", correct_bias=True, warmup_steps=1,
                  precond_scheduler=(1 / 3, 9), betas=(None, None), beta2_scale=0.8, compile=False):
         _no_frequency(precondition_frequency)
-        betas = _palm_betas(beta, betas)
+        betas = palm_betas(beta, betas)
         self._build(params, precond_schedule(), compile=compile, lr=lr, betas=betas, shampoo_beta=shampoo_beta,
                     eps=eps, weight_decay=weight_decay, max_precond_dim=max_precond_dim, merge_dims=merge_dims,
                     precondition_1d=precondition_1d, normalize_grads=normalize_grads, data_format=data_format,
@@ -159,7 +150,7 @@ class SFPaLMForeachSOAP(_SOAP):
                  precondition_frequency=2, max_precond_dim=2048, merge_dims=True, precondition_1d=False,
                  normalize_grads=False, data_format="channels_first", correct_bias=True, warmup_steps=1, r=0.0,
                  weight_lr_power=2.0, gradient_clip_val=0.1, betas=(None, None), compile=False):
-        betas = _palm_betas(beta, betas)
+        betas = palm_betas(beta, betas)
         self._build(params, every(), compile=compile, sf=True, lr=lr, betas=betas, eps=eps,
                     weight_decay=weight_decay, precondition_frequency=precondition_frequency,
                     max_precond_dim=max_precond_dim, merge_dims=merge_dims, precondition_1d=precondition_1d,
@@ -178,7 +169,7 @@ class PrecondScheduleSFPaLMForeachSOAP(_SOAP):
                  weight_lr_power=2.0, gradient_clip_val=0.1, precond_scheduler=(1 / 3, 9), betas=(None, None),
                  compile=False):
         _no_frequency(precondition_frequency)
-        betas = _palm_betas(beta, betas)
+        betas = palm_betas(beta, betas)
         self._build(params, precond_schedule(), compile=compile, sf=True, lr=lr, betas=betas, eps=eps,
                     weight_decay=weight_decay, max_precond_dim=max_precond_dim, merge_dims=merge_dims,
                     precondition_1d=precondition_1d, normalize_grads=normalize_grads, data_format=data_format,

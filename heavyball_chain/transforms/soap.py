@@ -51,8 +51,8 @@ from typing import Any
 
 import torch
 
-from ..core import (Bucket, Elements, Fresh, Hyper, Schedule, Slot, Transform, betas_pair, positive, positive_int,
-                    unit_interval, zeros_state)
+from ..core import (Bucket, Elements, Fresh, Hyper, Schedule, Slot, Transform, betas_pair, boolean, positive,
+                    positive_int, unit_interval, zeros_state)
 from .moments import beta_debias
 from .sharded import owner_computes
 
@@ -163,7 +163,7 @@ def merged_shape(shape: tuple[int, ...], max_precond_dim: int, merge_dims: bool)
 
 def _layout(p: torch.Tensor, group: dict) -> tuple[tuple[int, ...], tuple[bool, ...]]:
     """(merged shape, which of its dimensions get a factor). Reads the group directly: these
-    values are never schedules (:class:`_Fixed`)."""
+    values are never schedules (``Hyper(fixed=True)``)."""
     max_dim = group["max_precond_dim"]
     if p.dim() <= 1:
         n = p.numel()
@@ -258,10 +258,6 @@ def _update_factor_(gg: torch.Tensor, x: torch.Tensor, i: int, beta: float) -> N
 # --------------------------------------------------------------------------- the transform
 
 
-def _bool(v: Any) -> str | None:
-    return None if isinstance(v, bool) else "True or False"
-
-
 def _optional_unit(v: Any) -> str | None:
     return None if v is None or unit_interval(v) is None else "None or a number in [0, 1)"
 
@@ -275,17 +271,6 @@ def _precond_dim(v: Any) -> str | None:
 def _as_tuple(v: Any) -> Any:
     """Lists become tuples; anything else is left for the check to describe (no TypeError here)."""
     return tuple(v) if isinstance(v, (list, tuple)) else v
-
-
-class _Fixed(Hyper):
-    """A hyperparameter that decides the state's layout (which factors exist, their shapes). The
-    state is built at the first step and cannot follow a schedule, so a schedule is refused."""
-
-    def validate(self, name: str, value: Any, *args, **kwargs) -> None:
-        if isinstance(value, Schedule) or callable(value):
-            raise ValueError(f"{name}: expected a fixed value, got the schedule {value!r}; {name} decides the "
-                             f"shapes of SOAP's state, built at a parameter's first step, so it cannot change")
-        super().validate(name, value, *args, **kwargs)
 
 
 def _data_format(v: Any) -> str | None:
@@ -305,7 +290,7 @@ class soap_precondition(Transform):  # noqa: N801 - optax-style transform name
     ``u = rot⁻¹(rot(g) / max(sqrt(v), eps))`` (schedule-free SOAP).
 
     Every value may be a schedule, evaluated at SOAP's step t, except the layout ones
-    (``max_precond_dim``, ``merge_dims``, ``precondition_1d``, ``data_format``: :class:`_Fixed`).
+    (``max_precond_dim``, ``merge_dims``, ``precondition_1d``, ``data_format``: ``Hyper(fixed=True)``).
     """
 
     name = "soap_precondition"
@@ -321,12 +306,12 @@ class soap_precondition(Transform):  # noqa: N801 - optax-style transform name
             "betas": Hyper(_as_tuple(betas), betas_pair),
             "eps": Hyper(eps, positive),
             "shampoo_beta": Hyper(shampoo_beta, _optional_unit),
-            "max_precond_dim": _Fixed(max_precond_dim, _precond_dim),
-            "merge_dims": _Fixed(merge_dims, _bool),
-            "precondition_1d": _Fixed(precondition_1d, _bool),
-            "normalize_grads": Hyper(normalize_grads, _bool),
-            "correct_bias": Hyper(correct_bias, _bool),
-            "data_format": _Fixed(data_format, _data_format),
+            "max_precond_dim": Hyper(max_precond_dim, _precond_dim, fixed=True),
+            "merge_dims": Hyper(merge_dims, boolean, fixed=True),
+            "precondition_1d": Hyper(precondition_1d, boolean, fixed=True),
+            "normalize_grads": Hyper(normalize_grads, boolean),
+            "correct_bias": Hyper(correct_bias, boolean),
+            "data_format": Hyper(data_format, _data_format, fixed=True),
             **self.refresh.hyperparams,
         }
 
