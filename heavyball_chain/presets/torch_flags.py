@@ -1,0 +1,39 @@
+"""torch.optim's implementation flags (``foreach``, ``fused``, ``capturable``, ``differentiable``,
+``maximize``), accepted by the drop-in presets so that a constructor call written for
+torch.optim runs unchanged.
+
+``foreach`` and ``fused`` choose among torch's kernels, which compute the same numbers; every
+chain here runs foreach kernels (``compile=True`` fuses them), so any value is accepted.
+``maximize`` negates the gradient first, as torch does. ``capturable`` and ``differentiable``
+change what a step may do (CUDA-graph capture, autograd through the step); neither is offered
+yet, so ``True`` is refused rather than ignored.
+"""
+
+from __future__ import annotations
+
+from ..core import Transform
+from ..transforms.wrappers import scale
+
+__all__ = ["torch_flags"]
+
+
+def _flag(name: str, value, allow_none: bool) -> bool | None:
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, bool):
+        raise TypeError(f"{name}: expected True or False{' or None' if allow_none else ''}, got {value!r}")
+    return value
+
+
+def torch_flags(optimizer: str, *, foreach=None, fused=None, capturable=False, differentiable=False,
+                maximize=False) -> list[Transform]:
+    """Validate torch.optim's flags for ``optimizer`` and return the transforms that go first in
+    its chain: ``[scale(-1)]`` when ``maximize`` (``g = -g``), else ``[]``."""
+    _flag("foreach", foreach, allow_none=True)
+    _flag("fused", fused, allow_none=True)
+    if _flag("capturable", capturable, allow_none=False):
+        raise ValueError(f"{optimizer}: capturable=True is not supported yet; a one-element tensor lr already "
+                         f"steps without host synchronisation")
+    if _flag("differentiable", differentiable, allow_none=False):
+        raise ValueError(f"{optimizer}: differentiable=True (autograd through the step) is not supported")
+    return [scale(-1.0)] if _flag("maximize", maximize, allow_none=False) else []

@@ -1,0 +1,71 @@
+"""Shared helpers for the tests against reference implementations (torch.optim, schedulefree,
+lion-pytorch, pytorch_optimizer, float64 oracles written in the tests).
+
+The criterion of issue 14: after ``steps`` steps on the same batches, every parameter tensor of
+our model is within ``rtol`` of the reference's, relative to that tensor's largest entry:
+``max|p - p_ref| <= rtol * max|p_ref|``. Both runs must also have moved the weights well beyond
+that difference, so a test cannot pass because nothing happened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from conftest import batch, make_net
+
+RTOL = 1e-5
+
+
+@contextlib.contextmanager
+def num_threads(n: int):
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def loss_of(model, step, dtype=torch.float32):
+    x, y = batch(step, dtype)
+    return torch.nn.functional.mse_loss(model(x).float(), y.float())
+
+
+def run(make_opt, steps=50, model=None, closure_loss=False, every_step=None):
+    """Train a fresh ``conftest.Net`` (or ``model``) with ``make_opt(params)`` on the shared
+    batches; return ``(model, opt)``. ``every_step(opt, step)`` runs after each step (lr schedules,
+    train/eval switches)."""
+    model = make_net() if model is None else model
+    opt = make_opt(model.parameters())
+    for step in range(steps):
+        opt.zero_grad()
+        loss_of(model, step).backward()
+        opt.step()
+        if every_step is not None:
+            every_step(opt, step)
+    return model, opt
+
+
+def relative_diffs(model, ref_model) -> dict[str, float]:
+    """``max|p - p_ref| / max|p_ref|`` for every parameter tensor."""
+    ref = dict(ref_model.named_parameters())
+    return {n: ((p.detach().double() - ref[n].detach().double()).abs().max()
+                / ref[n].detach().double().abs().max().clamp_min(1e-30)).item()
+            for n, p in model.named_parameters()}
+
+
+def assert_matches(make_ours, make_ref, steps=50, rtol=RTOL, model_fn=make_net, every_step=None,
+                   min_moved=1e-3) -> float:
+    """Run ours and the reference side by side; assert every tensor within ``rtol`` (relative, as
+    above) and that the weights moved by more than ``min_moved`` (relative). Returns the largest
+    relative difference (so a test can print or record it)."""
+    ours, _ = run(make_ours, steps, model_fn(), every_step=every_step)
+    ref, _ = run(make_ref, steps, model_fn(), every_step=every_step)
+    diffs = relative_diffs(ours, ref)
+    worst = max(diffs.values())
+    assert worst <= rtol, f"relative differences after {steps} steps: {diffs} (tolerance {rtol})"
+    moved = max(relative_diffs(ref, model_fn()).values())
+    assert moved > min_moved, f"the reference run barely moved ({moved:.2e}): the comparison says nothing"
+    return worst
