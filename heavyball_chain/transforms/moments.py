@@ -1,24 +1,100 @@
-"""Adam-family moment transforms in HeavyBall's debiased-beta ("inplace EMA") form.
+"""Adam-family moment transforms, in HeavyBall's debiased-beta ("inplace EMA") form by default.
 
 With ``b̂(b, t) = 1 - (1 - b) / (1 - b^t)`` the EMA ``m_t = b̂ m_{t-1} + (1 - b̂) g_t`` (from
 ``m_0 = 0``) equals Adam's bias-corrected ``m_t / (1 - b^t)`` exactly, with no extra division
 later; ``b̂(b, 1) = 0``, so the first step copies its input. The denominator clamps rather than
 adds eps: ``denom = max(sqrt(v), eps)``.
+
+Every transform here takes the same two options for the other conventions (one mechanism,
+:class:`Convention`), which change the rounding but not the math of ``debias="beta"``:
+
+* ``debias``: ``"beta"`` (the default above); ``"divide"``: raw EMAs ``m = b1 m + (1 - b1) g``
+  (torch.optim's state) divided by the corrections when used, ``m / (1 - b1^t)`` and
+  ``sqrt(v) / sqrt(1 - b2^t)``, in torch.optim's order of operations; ``"none"``: raw EMAs used
+  as they are (ADOPT's official form).
+* ``eps_mode``: ``"max"`` (``max(sqrt(v̂), eps)``, the default) or ``"add"`` (``sqrt(v̂) + eps``,
+  torch.optim's; eps may then be 0).
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-from ..core import Fresh, Hyper, Slot, Transform, betas_pair, positive
+from ..core import Fresh, Hyper, Slot, Transform, betas_pair, boolean, non_negative, positive
 from .schedules import step_power
 
-__all__ = ["beta_debias", "scale_by_adam", "scale_by_laprop", "scale_by_adopt", "scale_by_rms"]
+__all__ = ["Convention", "beta_debias", "scale_by_adam", "scale_by_laprop", "scale_by_adopt", "scale_by_rms"]
+
+DEBIAS = ("beta", "divide", "none")
+EPS_MODES = ("max", "add")
 
 
 def beta_debias(beta: float, step: int) -> float:
     """``b̂(b, t) = 1 - (1 - b) / (1 - b^t)``: the EMA weight that makes an EMA bias-free."""
     return 1 - (1 - beta) / (1 - beta**step)
+
+
+class Convention:
+    """How a moment transform corrects the EMAs' bias (``debias``) and where eps goes
+    (``eps_mode``); see the module docstring. Mixed into every transform of this module, so each
+    states its math once for all conventions. (NAdam, RAdam and Adamax in :mod:`.adam_variants`
+    have torch.optim's conventions built in: their corrections are part of their math.)
+
+    * :meth:`ema_beta` is the EMA weight to use at step ``t`` (``b̂(b, t)`` or ``b``);
+    * :meth:`correction` is the divisor of a raw EMA at step ``t`` (``1 - b^t`` or 1);
+    * :meth:`denominator` is ``sqrt(v) / sqrt(c2)`` clamped by or plus eps, times ``c1``.
+    """
+
+    debias: str = "beta"
+    eps_mode: str = "max"
+
+    def _convention(self, debias: str, eps_mode: str, allowed=DEBIAS) -> None:
+        if debias not in allowed:
+            raise ValueError(f"debias: expected one of {', '.join(map(repr, allowed))}, got {debias!r}")
+        if eps_mode not in EPS_MODES:
+            raise ValueError(f"eps_mode: expected one of {', '.join(map(repr, EPS_MODES))}, got {eps_mode!r}")
+        self.debias, self.eps_mode = debias, eps_mode
+
+    def _eps_hyper(self, eps) -> Hyper:
+        """eps divides nothing by itself when added, so 0 is allowed there (as torch.optim does)."""
+        return Hyper(eps, non_negative if self.eps_mode == "add" else positive)
+
+    def ema_beta(self, beta: float, step: int) -> float:
+        return beta_debias(beta, step) if self.debias == "beta" else beta
+
+    def correction(self, beta: float, step: int) -> float:
+        return 1 - beta**step if self.debias == "divide" else 1.0
+
+    def denominator(self, v: list[torch.Tensor], eps: float, c2: float = 1.0, c1: float = 1.0) -> list[torch.Tensor]:
+        """``(sqrt(v) / c2 ⊕ eps) * c1`` as new tensors, ``⊕`` being ``max`` or ``+``; the
+        divisions by 1 are skipped (they are exact anyway)."""
+        denom = torch._foreach_sqrt(v)
+        if c2 != 1:
+            torch._foreach_div_(denom, c2)
+        if self.eps_mode == "add":
+            torch._foreach_add_(denom, eps)
+        else:
+            torch._foreach_maximum_(denom, eps)
+        if c1 != 1:
+            torch._foreach_mul_(denom, c1)
+        return denom
+
+    def denominator_one(self, v: torch.Tensor, eps, c2=None, c1=None) -> torch.Tensor:
+        """:meth:`denominator` on one tensor for the compiled path (``c1``, ``c2`` given as 0-d
+        tensors only when ``debias="divide"``)."""
+        d = v.sqrt()
+        if c2 is not None:
+            d = d / c2
+        d = d + eps if self.eps_mode == "add" else torch.maximum(d, eps)
+        return d if c1 is None else d * c1
+
+    def _convention_repr(self, extra: str = "") -> str:
+        parts = [f"debias={self.debias}"] if self.debias != "beta" else []
+        parts += [f"eps_mode={self.eps_mode}"] if self.eps_mode != "max" else []
+        parts += [extra] if extra else []
+        return f"{self.name}({', '.join(self.hyperparams)}{'; ' + ', '.join(parts) if parts else ''})"
 
 
 def _ema_sq_(v: list[torch.Tensor], g: list[torch.Tensor], beta: float) -> None:
@@ -32,13 +108,6 @@ def _ema_sq_one_(v: torch.Tensor, g: torch.Tensor, beta: torch.Tensor, one_minus
     v.mul_(beta).add_(one_minus_beta * g * g)
 
 
-def _denominator(v: list[torch.Tensor], eps: float) -> list[torch.Tensor]:
-    """``max(sqrt(v), eps)`` as new tensors."""
-    denom = torch._foreach_sqrt(v)
-    torch._foreach_maximum_(denom, eps)
-    return denom
-
-
 def _div_into_(numerators: list[torch.Tensor], denominators: list[torch.Tensor]) -> Fresh:
     """``n / d`` written into the (temporary) denominators: one full-size temporary, not two."""
     for n, d in zip(numerators, denominators):
@@ -46,87 +115,132 @@ def _div_into_(numerators: list[torch.Tensor], denominators: list[torch.Tensor])
     return Fresh(denominators)
 
 
-def _moment_hyperparams(betas, eps) -> dict[str, Hyper]:
-    return {"betas": Hyper(tuple(betas), betas_pair), "eps": Hyper(eps, positive)}
-
-
 _MOMENTS = {"exp_avg": Slot(), "exp_avg_sq": Slot()}
 
 
-class scale_by_adam(Transform):  # noqa: N801 - optax-style transform name
+class scale_by_adam(Convention, Transform):  # noqa: N801 - optax-style transform name
     """Adam (Kingma & Ba 2015, arXiv 1412.6980) with debiased betas:
 
         m = lerp(m, g, 1 - b̂1(t));  v = b̂2(t) v + (1 - b̂2(t)) g²;  u = m / max(sqrt(v), eps)
 
-    Reads ``betas`` and ``eps`` from the param group. State: ``exp_avg``, ``exp_avg_sq`` (fp32).
+    With ``debias="divide", eps_mode="add"`` it is torch.optim.Adam's form and order of
+    operations: raw EMAs and ``u = m / ((sqrt(v) / sqrt(1 - b2^t) + eps) (1 - b1^t))``.
+    ``amsgrad`` (Reddi et al. 2018, "On the Convergence of Adam and Beyond", arXiv 1904.09237)
+    divides by the running maximum of the second moment instead, ``v_max = max(v_max, v)``
+    (of the stored v: the debiased one under ``"beta"``, the raw one otherwise).
+
+    Reads ``betas`` and ``eps`` from the param group. State: ``exp_avg``, ``exp_avg_sq`` (and
+    ``max_exp_avg_sq`` with amsgrad), in the compute dtype.
     """
 
     name = "scale_by_adam"
 
-    def __init__(self, betas=(0.9, 0.99), eps: float = 1e-8):
-        self.hyperparams = _moment_hyperparams(betas, eps)
+    def __init__(self, betas=(0.9, 0.99), eps: float = 1e-8, *, debias: str = "beta", eps_mode: str = "max",
+                 amsgrad: bool = False):
+        self._convention(debias, eps_mode)
+        if boolean(amsgrad) is not None:
+            raise TypeError(f"amsgrad: expected True or False, got {amsgrad!r}")
+        self.amsgrad = amsgrad
+        self.hyperparams = {"betas": Hyper(tuple(betas), betas_pair), "eps": self._eps_hyper(eps)}
+        self.fused_state = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if amsgrad else ("exp_avg", "exp_avg_sq")
 
     def slots(self, bucket):
-        return _MOMENTS
+        return {**_MOMENTS, "max_exp_avg_sq": Slot()} if self.amsgrad else _MOMENTS
 
     def update(self, updates, bucket):
         b1, b2 = bucket.hp("betas")
+        t = bucket.step
         m, v = bucket.state("exp_avg"), bucket.state("exp_avg_sq")
-        torch._foreach_lerp_(m, updates, 1 - beta_debias(b1, bucket.step))
-        _ema_sq_(v, updates, beta_debias(b2, bucket.step))
-        return _div_into_(m, _denominator(v, bucket.hp("eps")))
-
-    fused_state = ("exp_avg", "exp_avg_sq")
+        torch._foreach_lerp_(m, updates, 1 - self.ema_beta(b1, t))
+        _ema_sq_(v, updates, self.ema_beta(b2, t))
+        if self.amsgrad:
+            v_max = bucket.state("max_exp_avg_sq")
+            torch._foreach_maximum_(v_max, v)
+            v = v_max
+        denom = self.denominator(v, bucket.hp("eps"), math.sqrt(self.correction(b2, t)), self.correction(b1, t))
+        return _div_into_(m, denom)
 
     def fuse(self, bucket):
-        b1, b2 = (beta_debias(b, bucket.step) for b in bucket.hp("betas"))
-        return 1 - b1, b2, 1 - b2, bucket.hp("eps")
+        b1, b2 = bucket.hp("betas")
+        t = bucket.step
+        w1, w2 = self.ema_beta(b1, t), self.ema_beta(b2, t)
+        out = (1 - w1, w2, 1 - w2, bucket.hp("eps"))
+        if self.debias == "divide":
+            out += (math.sqrt(self.correction(b2, t)), self.correction(b1, t))
+        return out
 
     def fused(self, u, p, state, s):
-        m, v = state
+        m, v = state[0], state[1]
         m.lerp_(u, s[0])
         _ema_sq_one_(v, u, s[1], s[2])
-        return m / torch.maximum(v.sqrt(), s[3])
+        if self.amsgrad:
+            state[2].copy_(torch.maximum(state[2], v))
+            v = state[2]
+        if self.debias == "divide":
+            return m / self.denominator_one(v, s[3], s[4], s[5])
+        return m / self.denominator_one(v, s[3])
+
+    def __repr__(self):
+        return self._convention_repr("amsgrad" if self.amsgrad else "")
 
 
-class scale_by_laprop(Transform):  # noqa: N801
+class scale_by_laprop(Convention, Transform):  # noqa: N801
     """LaProp (Ziyin et al. 2020, arXiv 2002.04839): normalise first, then take momentum:
 
         v = b̂2(t) v + (1 - b̂2(t)) g²;  m = b̂1(t) m + (1 - b̂1(t)) g / max(sqrt(v), eps);  u = m
 
-    Reads ``betas`` and ``eps``. State: ``exp_avg``, ``exp_avg_sq`` (fp32).
+    (``debias="divide"``: raw EMAs, ``g / (sqrt(v) / sqrt(1 - b2^t) ⊕ eps)`` and
+    ``u = m / (1 - b1^t)``.) Reads ``betas`` and ``eps``. State: ``exp_avg``, ``exp_avg_sq``.
     """
 
     name = "scale_by_laprop"
 
-    def __init__(self, betas=(0.9, 0.99), eps: float = 1e-8):
-        self.hyperparams = _moment_hyperparams(betas, eps)
+    def __init__(self, betas=(0.9, 0.99), eps: float = 1e-8, *, debias: str = "beta", eps_mode: str = "max"):
+        self._convention(debias, eps_mode)
+        self.hyperparams = {"betas": Hyper(tuple(betas), betas_pair), "eps": self._eps_hyper(eps)}
 
     def slots(self, bucket):
         return _MOMENTS
 
     def update(self, updates, bucket):
         b1, b2 = bucket.hp("betas")
+        t = bucket.step
         m, v = bucket.state("exp_avg"), bucket.state("exp_avg_sq")
-        _ema_sq_(v, updates, beta_debias(b2, bucket.step))
-        denom = _denominator(v, bucket.hp("eps"))
-        b1 = beta_debias(b1, bucket.step)
-        torch._foreach_mul_(m, b1)
-        torch._foreach_addcdiv_(m, updates, denom, value=1 - b1)
-        torch._foreach_copy_(denom, m)  # u = m in the spent temporary: the next transform may overwrite it
+        _ema_sq_(v, updates, self.ema_beta(b2, t))
+        denom = self.denominator(v, bucket.hp("eps"), math.sqrt(self.correction(b2, t)))
+        w1 = self.ema_beta(b1, t)
+        torch._foreach_mul_(m, w1)
+        torch._foreach_addcdiv_(m, updates, denom, value=1 - w1)
+        c1 = self.correction(b1, t)
+        if c1 != 1:
+            for n, d in zip(m, denom):
+                torch.div(n, c1, out=d)
+        else:  # u = m in the spent temporary: the next transform may overwrite it
+            torch._foreach_copy_(denom, m)
         return Fresh(denom)
 
     fused_state = ("exp_avg", "exp_avg_sq")
 
     def fuse(self, bucket):
-        b1, b2 = (beta_debias(b, bucket.step) for b in bucket.hp("betas"))
-        return b2, 1 - b2, b1, 1 - b1, bucket.hp("eps")
+        b1, b2 = bucket.hp("betas")
+        t = bucket.step
+        w1, w2 = self.ema_beta(b1, t), self.ema_beta(b2, t)
+        out = (w2, 1 - w2, w1, 1 - w1, bucket.hp("eps"))
+        if self.debias == "divide":
+            out += (math.sqrt(self.correction(b2, t)), self.correction(b1, t))
+        return out
 
     def fused(self, u, p, state, s):
         m, v = state
         _ema_sq_one_(v, u, s[0], s[1])
-        m.mul_(s[2]).add_(s[3] * (u / torch.maximum(v.sqrt(), s[4])))
+        if self.debias == "divide":
+            m.mul_(s[2]).add_(s[3] * (u / self.denominator_one(v, s[4], s[5])))
+            return m / s[6]
+        m.mul_(s[2]).add_(s[3] * (u / self.denominator_one(v, s[4])))
         return m
+
+    def __repr__(self):
+        return self._convention_repr()
 
 
 def _clip_value(v) -> str | None:
@@ -134,27 +248,38 @@ def _clip_value(v) -> str | None:
     return None if ok else "None (no clipping), a number > 0 or a schedule (a function of the step)"
 
 
-class scale_by_adopt(Transform):  # noqa: N801
-    """ADOPT (Taniguchi et al. 2024, arXiv 2411.02853) in HeavyBall 0.8.1's timing, one step late,
-    with the clipping of the paper's current version (its Algorithm 2).
+class scale_by_adopt(Convention, Transform):  # noqa: N801
+    """ADOPT (Taniguchi et al. 2024, arXiv 2411.02853), by default in HeavyBall 0.8.1's timing,
+    one step late, with the clipping of the paper's current version (its Algorithm 2).
 
     The gradient is normalised by the *previous* second moment, so v never sees the gradient it
     divides, and clipped: ``n = clip(g / max(sqrt(v_prev), eps), ±c_k)`` with ``c_k = clip(k)``
     at the k-th momentum update (k = t - 1; default ``k^0.25``, the paper's schedule). At t = 1
-    only ``v = g²``; at t = 2 ``m = n``; from t = 3 the output is the previous ``m`` and then
+    only ``v = g²``. At every t, v is updated last: ``v = b̂2(t) v + (1 - b̂2(t)) g²``.
 
-        m = b̂1(t-1) m + (1 - b̂1(t-1)) n
+    * ``delay=True`` (HeavyBall 0.8.1): at t = 2 ``m = n``; from t = 3 the output is the previous
+      ``m`` and then ``m = b̂1(t-1) m + (1 - b̂1(t-1)) n``. Steps 1 and 2 return ``None``.
+    * ``delay=False`` (the paper's Algorithm 2 and its official code): from t = 2,
+      ``m = lerp(m, n, 1 - b̂1(t-1))`` and the output is this new ``m``. Only step 1 returns ``None``.
 
-    At every t, v is updated last: ``v = b̂2(t) v + (1 - b̂2(t)) g²``. Steps 1 and 2 return
-    ``None`` (no parameter update, no weight decay). Without clipping (``clip=None``, HeavyBall
-    0.8.1's ADOPT) a coordinate whose first gradient is exactly 0 (an unseen embedding row, a dead
-    ReLU) is divided by eps at its next non-zero gradient. Reads ``betas``, ``eps``, ``clip``.
+    ``debias="none"`` is the paper's form: raw EMAs, ``m`` from 0 (``m = (1 - b1) n`` at the first
+    momentum update) and ``v = g²`` at t = 1, then ``v = b2 v + (1 - b2) g²``. (``"divide"`` is
+    refused: ADOPT's v starts at g² and needs no correction.) "No update" means no weight decay
+    and no lr either. Without clipping (``clip=None``, HeavyBall 0.8.1's ADOPT) a coordinate whose
+    first gradient is exactly 0 (an unseen embedding row, a dead ReLU) is divided by eps at its
+    next non-zero gradient. Reads ``betas``, ``eps``, ``clip``. State: ``exp_avg``, ``exp_avg_sq``.
     """
 
     name = "scale_by_adopt"
 
-    def __init__(self, betas=(0.9, 0.99), eps: float = 1e-8, clip=step_power(0.25)):
-        self.hyperparams = {**_moment_hyperparams(betas, eps), "clip": Hyper(clip, _clip_value)}
+    def __init__(self, betas=(0.9, 0.99), eps: float = 1e-8, clip=step_power(0.25), *, delay: bool = True,
+                 debias: str = "beta", eps_mode: str = "max"):
+        self._convention(debias, eps_mode, allowed=("beta", "none"))
+        if boolean(delay) is not None:
+            raise TypeError(f"delay: expected True or False, got {delay!r}")
+        self.delay = delay
+        self.hyperparams = {"betas": Hyper(tuple(betas), betas_pair), "eps": self._eps_hyper(eps),
+                            "clip": Hyper(clip, _clip_value)}
 
     def slots(self, bucket):
         return _MOMENTS
@@ -163,47 +288,61 @@ class scale_by_adopt(Transform):  # noqa: N801
         """This step's clip bound (for the (t-1)-th momentum update), or None."""
         return bucket.hp("clip", step=bucket.step - 1)
 
+    def _b2(self, b2, t):
+        return 0.0 if t == 1 else self.ema_beta(b2, t)  # beta_debias(b2, 1) is 0 too
+
     def update(self, updates, bucket):
         b1, b2 = bucket.hp("betas")
         t = bucket.step
         m, v = bucket.state("exp_avg"), bucket.state("exp_avg_sq")
         out = None
         if t > 1:
-            b1 = beta_debias(b1, t - 1)
-            # the new m in the denominator's buffer (the old m is this step's output): one temporary
-            new_m = _div_into_(updates, _denominator(v, bucket.hp("eps")))
+            w1 = self.ema_beta(b1, t - 1)
+            # n in the denominator's buffer; with delay the new m goes there too (the old m is this
+            # step's output): one temporary
+            n = _div_into_(updates, self.denominator(v, bucket.hp("eps")))
             clip = self._clip(bucket)
             if clip is not None:
-                torch._foreach_clamp_min_(new_m, -clip)
-                torch._foreach_clamp_max_(new_m, clip)
-            torch._foreach_mul_(new_m, 1 - b1)
-            torch._foreach_add_(new_m, m, alpha=b1)
-            bucket.set_state("exp_avg", new_m)
-            out = m if t > 2 else None
-        _ema_sq_(v, updates, beta_debias(b2, t))
-        return Fresh(out) if out is not None else None  # the replaced m is referenced by nobody
+                torch._foreach_clamp_min_(n, -clip)
+                torch._foreach_clamp_max_(n, clip)
+            if self.delay:
+                torch._foreach_mul_(n, 1 - w1)
+                torch._foreach_add_(n, m, alpha=w1)
+                bucket.set_state("exp_avg", n)
+                out = Fresh(m) if t > 2 else None  # the replaced m is referenced by nobody
+            else:
+                torch._foreach_lerp_(m, n, 1 - w1)
+                out = m
+        _ema_sq_(v, updates, self._b2(b2, t))
+        return out
 
     fused_state = ("exp_avg", "exp_avg_sq")
 
     def fuse(self, bucket):
         t = bucket.step
-        if t <= 2:  # steps 1 and 2 produce no update: eager
+        if t <= (2 if self.delay else 1):  # the steps that produce no update: eager
             return None
         b1, b2 = bucket.hp("betas")
-        b1, b2 = beta_debias(b1, t - 1), beta_debias(b2, t)
+        w1, w2 = self.ema_beta(b1, t - 1), self._b2(b2, t)
         clip = self._clip(bucket)
-        return b1, 1 - b1, bucket.hp("eps"), b2, 1 - b2, float("inf") if clip is None else clip
+        return w1, 1 - w1, bucket.hp("eps"), w2, 1 - w2, float("inf") if clip is None else clip
 
     def fused(self, u, p, state, s):
         m, v = state
-        out = m.clone()
-        normed = (u / torch.maximum(v.sqrt(), s[2])).clamp(min=-s[5], max=s[5])
-        m.mul_(s[0]).add_(s[1] * normed)
+        normed = (u / self.denominator_one(v, s[2])).clamp(min=-s[5], max=s[5])
+        if self.delay:
+            out = m.clone()
+            m.mul_(s[0]).add_(s[1] * normed)
+        else:
+            out = m.lerp_(normed, s[1])
         _ema_sq_one_(v, u, s[3], s[4])
         return out
 
+    def __repr__(self):
+        return self._convention_repr("" if self.delay else "no delay")
 
-class scale_by_rms(Transform):  # noqa: N801
+
+class scale_by_rms(Convention, Transform):  # noqa: N801
     """RMSProp-style normalisation (Tieleman & Hinton 2012) with a debiased second moment:
 
         v = b̂2(t) v + (1 - b̂2(t)) g²;  u = g / max(sqrt(v), eps)
@@ -214,24 +353,32 @@ class scale_by_rms(Transform):  # noqa: N801
 
     name = "scale_by_rms"
 
-    def __init__(self, betas=(0.9, 0.99), eps: float = 1e-8):
-        self.hyperparams = _moment_hyperparams(betas, eps)
+    def __init__(self, betas=(0.9, 0.99), eps: float = 1e-8, *, debias: str = "beta", eps_mode: str = "max"):
+        self._convention(debias, eps_mode)
+        self.hyperparams = {"betas": Hyper(tuple(betas), betas_pair), "eps": self._eps_hyper(eps)}
 
     def slots(self, bucket):
         return {"exp_avg_sq": Slot()}
 
     def update(self, updates, bucket):
         v = bucket.state("exp_avg_sq")
-        _ema_sq_(v, updates, beta_debias(bucket.hp("betas")[1], bucket.step))
-        return _div_into_(updates, _denominator(v, bucket.hp("eps")))
+        b2 = bucket.hp("betas")[1]
+        _ema_sq_(v, updates, self.ema_beta(b2, bucket.step))
+        denom = self.denominator(v, bucket.hp("eps"), math.sqrt(self.correction(b2, bucket.step)))
+        return _div_into_(updates, denom)
 
     fused_state = ("exp_avg_sq",)
 
     def fuse(self, bucket):
-        b2 = beta_debias(bucket.hp("betas")[1], bucket.step)
-        return b2, 1 - b2, bucket.hp("eps")
+        b2 = bucket.hp("betas")[1]
+        w2 = self.ema_beta(b2, bucket.step)
+        out = (w2, 1 - w2, bucket.hp("eps"))
+        return out + (math.sqrt(self.correction(b2, bucket.step)),) if self.debias == "divide" else out
 
     def fused(self, u, p, state, s):
         (v,) = state
         _ema_sq_one_(v, u, s[0], s[1])
-        return u / torch.maximum(v.sqrt(), s[2])
+        return u / self.denominator_one(v, s[2], s[3] if self.debias == "divide" else None)
+
+    def __repr__(self):
+        return self._convention_repr()
