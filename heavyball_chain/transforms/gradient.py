@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..core import Bucket, Hyper, Slot, Transform, non_negative, positive, unit_interval
+from ..core import Bucket, Hyper, Slot, Transform, finite, non_negative, positive, unit_interval, zeros_state
 from .apply import _MASK, _MIX, seed_for
 
 __all__ = ["clip_by_global_norm", "clip_by_value", "add_noise", "trace", "scale_by_sign", "cautious"]
@@ -88,28 +88,63 @@ class add_noise(Transform):  # noqa: N801
         return out
 
 
+def closed_unit_interval(v) -> str | None:
+    """A check: a number in [0, 1] (torch's ``dampening``, RMSprop's ``alpha``)."""
+    return None if finite(v) is None and 0 <= v <= 1 else "a number in [0, 1]"
+
+
 class trace(Transform):  # noqa: N801
-    """Heavy-ball momentum (Polyak 1964), or Nesterov's (Sutskever et al. 2013) with ``nesterov``:
+    """Heavy-ball momentum (Polyak 1964, "Some methods of speeding up the convergence of iteration
+    methods"), or Nesterov's (Sutskever et al. 2013, ICML, "On the importance of initialization and
+    momentum in deep learning") with ``nesterov``, with torch.optim.SGD's dampening ``d``:
 
-        m = momentum * m + u;   u = m   (Nesterov: u = momentum * m + u)
+        m_1 = u_1;   m_t = momentum * m_{t-1} + (1 - d) * u_t;   u = m   (Nesterov: u = u_t + momentum * m_t)
 
-    As ``torch.optim.SGD(momentum, dampening=0)``. Reads ``momentum``. State: ``momentum_buffer``.
+    The buffer starts as the first update itself, undampened, as in torch.optim.SGD (with ``d = 0``
+    that is the zero-initialised ``m = momentum * 0 + u``). It is created at the first step with
+    ``momentum != 0``; while ``momentum == 0`` the transform is the identity, keeps no buffer and
+    ignores ``d`` (torch's SGD and RMSprop, whose default momentum is 0, keep no buffer either).
+    Reads ``momentum`` (in [0, 1)) and ``dampening`` (in [0, 1], default 0). State:
+    ``momentum_buffer``, created lazily.
     """
 
     name = "trace"
 
-    def __init__(self, momentum: float = 0.9, nesterov: bool = False):
-        self.hyperparams = {"momentum": Hyper(momentum, unit_interval)}
-        self.nesterov = bool(nesterov)
+    def __init__(self, momentum: float = 0.9, nesterov: bool = False, dampening: float = 0.0):
+        if not isinstance(nesterov, bool):
+            raise TypeError(f"nesterov: expected True or False, got {nesterov!r}")
+        self.hyperparams = {"momentum": Hyper(momentum, unit_interval),
+                            "dampening": Hyper(dampening, closed_unit_interval)}
+        self.nesterov = nesterov
 
     def slots(self, bucket):
-        return {"momentum_buffer": Slot()}
+        return {"momentum_buffer": Slot(init=None)}  # created at the first step with momentum != 0
+
+    def state_bytes(self, p, group):
+        momentum = group.get("momentum", self.hyperparams["momentum"].default)
+        if isinstance(momentum, (int, float)) and momentum == 0:
+            return 0  # no buffer while momentum is 0
+        return super().state_bytes(p, group)
 
     def update(self, updates, bucket):
-        m = bucket.state("momentum_buffer")
         beta = bucket.hp("momentum")
-        torch._foreach_mul_(m, beta)
-        torch._foreach_add_(m, updates)
+        if beta == 0:
+            return updates
+        one_minus_d = 1 - bucket.hp("dampening")
+        key = bucket.key("momentum_buffer")
+        new = [i for i, s in enumerate(bucket.states) if key not in s]
+        old = [i for i, s in enumerate(bucket.states) if key in s]
+        if old:
+            m_old = bucket.subset(old).state("momentum_buffer") if new else bucket.state("momentum_buffer")
+            u_old = [updates[i] for i in old] if new else updates
+            torch._foreach_mul_(m_old, beta)
+            if one_minus_d == 1:
+                torch._foreach_add_(m_old, u_old)
+            else:
+                torch._foreach_add_(m_old, u_old, alpha=one_minus_d)
+        if new:  # the first step: m = u, not dampened
+            bucket.subset(new).set_state("momentum_buffer", [updates[i].clone() for i in new])
+        m = bucket.state("momentum_buffer")
         if self.nesterov:
             return torch._foreach_add(updates, m, alpha=beta)
         return m
@@ -117,12 +152,22 @@ class trace(Transform):  # noqa: N801
     fused_state = ("momentum_buffer",)
 
     def fuse(self, bucket):
-        return (bucket.hp("momentum"),)
+        beta = bucket.hp("momentum")
+        if beta == 0:
+            return None  # the identity, and no buffer to hand the kernel: eager
+        key = bucket.key("momentum_buffer")
+        missing = [key not in s for s in bucket.states]
+        if all(missing):  # the first step: zero buffers, and m = 0 m + 1 u = u (not dampened)
+            bucket.init_state("momentum_buffer", zeros_state)
+            return 0.0, 1.0, beta
+        if any(missing):
+            return None  # some buffers are new, some not: eager
+        return beta, 1 - bucket.hp("dampening"), beta
 
     def fused(self, u, p, state, s):
         (m,) = state
-        m.mul_(s[0]).add_(u)
-        return u + s[0] * m if self.nesterov else m
+        m.mul_(s[0]).add_(s[1] * u)
+        return u + s[2] * m if self.nesterov else m
 
     def __repr__(self):
         return f"trace(momentum{', nesterov' if self.nesterov else ''})"

@@ -1,0 +1,152 @@
+"""Accumulated second moments without bias correction: RMSprop's EMA and Adagrad's sum.
+
+Unlike :mod:`.moments` (HeavyBall's debiased betas, a clamped denominator), these follow
+torch.optim's RMSprop and Adagrad: the accumulator is used as it stands (RMSprop's EMA starts at
+zero and is not bias-corrected, so its first steps are large) and eps is *added* to the root:
+``u = g / (sqrt(v) + eps)``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..core import Fresh, Hyper, Slot, Transform, compute_dtype, non_negative, zeros_state
+from .gradient import closed_unit_interval
+
+__all__ = ["scale_by_rmsprop", "scale_by_adagrad", "scale_by_inverse_time_decay"]
+
+
+def _add_eps_div_into_(numerators: list[torch.Tensor], roots: list[torch.Tensor], eps: float) -> Fresh:
+    """``n / (r + eps)`` written into the (temporary) roots."""
+    torch._foreach_add_(roots, eps)
+    for n, d in zip(numerators, roots):
+        torch.div(n, d, out=d)
+    return Fresh(roots)
+
+
+class scale_by_rmsprop(Transform):  # noqa: N801 - optax-style transform name
+    """RMSprop (Tieleman & Hinton 2012, Coursera "Neural Networks for Machine Learning", lecture
+    6.5) as torch.optim.RMSprop computes it, with ``a = alpha``:
+
+        v = a v + (1 - a) g²;   u = g / (sqrt(v) + eps)
+
+    ``v`` starts at 0 and is not bias-corrected. With ``centered`` (Graves 2013, "Generating
+    sequences with recurrent neural networks", arXiv 1308.0850, eq. 38-41) the root is of the
+    variance estimate instead: ``ḡ = a ḡ + (1 - a) g``, ``u = g / (sqrt(v - ḡ²) + eps)``.
+    RMSprop's momentum (``buf = momentum buf + u``, then ``p -= lr buf``) is ``trace`` after this
+    transform. Reads ``alpha`` (in [0, 1]) and ``eps`` (>= 0). State: ``square_avg`` (and
+    ``grad_avg`` when centered).
+    """
+
+    name = "scale_by_rmsprop"
+
+    def __init__(self, alpha: float = 0.99, eps: float = 1e-8, centered: bool = False):
+        if not isinstance(centered, bool):
+            raise TypeError(f"centered: expected True or False, got {centered!r}")
+        self.hyperparams = {"alpha": Hyper(alpha, closed_unit_interval), "eps": Hyper(eps, non_negative)}
+        self.centered = centered
+        self.fused_state = ("square_avg", "grad_avg") if centered else ("square_avg",)
+
+    def slots(self, bucket):
+        return {"square_avg": Slot(), "grad_avg": Slot()} if self.centered else {"square_avg": Slot()}
+
+    def update(self, updates, bucket):
+        alpha = bucket.hp("alpha")
+        v = bucket.state("square_avg")
+        torch._foreach_mul_(v, alpha)
+        torch._foreach_addcmul_(v, updates, updates, value=1 - alpha)
+        if self.centered:
+            gbar = bucket.state("grad_avg")
+            torch._foreach_lerp_(gbar, updates, 1 - alpha)
+            root = torch._foreach_addcmul(v, gbar, gbar, value=-1)
+            torch._foreach_sqrt_(root)
+        else:
+            root = torch._foreach_sqrt(v)
+        return _add_eps_div_into_(updates, root, bucket.hp("eps"))
+
+    def fuse(self, bucket):
+        alpha = bucket.hp("alpha")
+        return alpha, 1 - alpha, bucket.hp("eps")
+
+    def fused(self, u, p, state, s):
+        v = state[0]
+        v.mul_(s[0]).add_(s[1] * u * u)
+        if self.centered:
+            gbar = state[1]
+            gbar.lerp_(u, s[1])
+            return u / ((v - gbar * gbar).sqrt() + s[2])
+        return u / (v.sqrt() + s[2])
+
+    def __repr__(self):
+        return f"scale_by_rmsprop(alpha, eps{', centered' if self.centered else ''})"
+
+
+class scale_by_adagrad(Transform):  # noqa: N801
+    """Adagrad (Duchi, Hazan & Singer 2011, "Adaptive subgradient methods for online learning and
+    stochastic optimization", JMLR 12), diagonal form, as torch.optim.Adagrad computes it:
+
+        Σ_0 = initial_accumulator_value;   Σ = Σ + g²;   u = g / (sqrt(Σ) + eps)
+
+    Reads ``eps`` (>= 0) and ``initial_accumulator_value`` (>= 0, fixed: it is read once, when a
+    parameter's accumulator is created at its first step). State: ``sum``.
+    """
+
+    name = "scale_by_adagrad"
+
+    def __init__(self, eps: float = 1e-10, initial_accumulator_value: float = 0.0):
+        self.hyperparams = {"eps": Hyper(eps, non_negative),
+                            "initial_accumulator_value": Hyper(initial_accumulator_value, non_negative, fixed=True)}
+
+    def slots(self, bucket):
+        return {"sum": Slot(init=zeros_state)}  # init() fills it with initial_accumulator_value
+
+    def init(self, bucket):
+        value = bucket.hp("initial_accumulator_value")
+        bucket.init_state("sum", lambda p: torch.full_like(p, value, dtype=compute_dtype(p.dtype),
+                                                           memory_format=torch.preserve_format))
+
+    def update(self, updates, bucket):
+        total = bucket.state("sum")
+        torch._foreach_addcmul_(total, updates, updates)
+        return _add_eps_div_into_(updates, torch._foreach_sqrt(total), bucket.hp("eps"))
+
+    fused_state = ("sum",)
+
+    def fuse(self, bucket):
+        return (bucket.hp("eps"),)
+
+    def fused(self, u, p, state, s):
+        (total,) = state
+        total.add_(u * u)
+        return u / (total.sqrt() + s[0])
+
+
+class scale_by_inverse_time_decay(Transform):  # noqa: N801
+    """torch.optim.Adagrad's ``lr_decay``: ``u = u / (1 + (t - 1) lr_decay)`` at step ``t``, so
+    that followed by ``scale_by_learning_rate`` the step size is ``lr / (1 + (t - 1) lr_decay)``
+    (inverse-time decay; the step counts the updates that reached this transform). Reads
+    ``lr_decay`` (>= 0; 0 is the identity).
+    """
+
+    name = "scale_by_inverse_time_decay"
+
+    def __init__(self, lr_decay: float = 0.0):
+        self.hyperparams = {"lr_decay": Hyper(lr_decay, non_negative)}
+
+    def _factor(self, bucket) -> float:
+        return 1 / (1 + (bucket.step - 1) * bucket.hp("lr_decay"))
+
+    def update(self, updates, bucket):
+        if bucket.hp("lr_decay") == 0:
+            return updates
+        factor = self._factor(bucket)
+        if isinstance(updates, Fresh):
+            torch._foreach_mul_(updates, factor)
+            return updates
+        return Fresh(torch._foreach_mul(updates, factor))
+
+    def fuse(self, bucket):
+        return (self._factor(bucket),)
+
+    def fused(self, u, p, state, s):
+        return u * s[0]
