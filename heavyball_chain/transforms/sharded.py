@@ -48,7 +48,8 @@ def owner_computes(fn: Callable, updates: list[torch.Tensor], bucket: Bucket, in
     params = bucket.sharded
     mesh = params[0].device_mesh
     if mesh.ndim != 1:
-        raise NotImplementedError("SOAP on sharded parameters supports a 1-D device mesh (FSDP2 without HSDP)")
+        raise NotImplementedError("whole-matrix transforms (SOAP, Muon, Adafactor) on sharded parameters support a 1-D "
+                                  "device mesh (FSDP2 without HSDP)")
     group, rank, world = mesh.get_group(), mesh.get_local_rank(), mesh.size()
     whole = [
         DTensor.from_local(u, p.device_mesh, p.placements, shape=p.shape, stride=p.stride(), run_check=False)
@@ -76,7 +77,7 @@ def owner_computes(fn: Callable, updates: list[torch.Tensor], bucket: Bucket, in
         if r == rank:
             flat = torch.cat([results[j].reshape(-1) for j in idx])
         else:
-            flat = torch.empty(sum(numel), dtype=torch.float32, device=updates[0].device)
+            flat = torch.empty(sum(numel), dtype=updates[0].dtype, device=updates[0].device)
         dist.broadcast(flat, src=dist.get_global_rank(group, r), group=group)
         for j, piece in zip(idx, flat.split(numel)):
             results[j] = piece.view(params[j].shape)

@@ -1,0 +1,108 @@
+"""Adafactor and Muon: torch.optim's names, arguments and defaults (torch 2.13), each a short chain.
+
+    Adafactor:  [maximize] -> scale_by_factored_rms -> clip_by_block_rms -> scale_by_relative_step
+                -> decayed_apply                  p = p (1 - lr wd) - α_t Û
+    Muon:       ema_momentum -> orthogonalize_via_newton_schulz -> decayed_apply(muon_lr_ratio)
+                                                  p = p (1 - lr wd) - lr r(shape) NS(B)
+
+Hyperparameters live in the param groups under torch's names (Adafactor: ``lr``, ``beta2_decay``,
+``eps`` = (eps1, eps2), ``d``, ``weight_decay``; Muon: ``lr``, ``weight_decay``, ``momentum``,
+``nesterov``, ``ns_coefficients``, ``eps``, ``ns_steps``, ``adjust_lr_fn``), so LR schedulers and
+per-group settings work as with torch. Muon runs torch's operations one for one (see
+``transforms/muon.py``: its bf16 Newton–Schulz turns last-bit differences into percents), so a
+run equals torch.optim.Muon's bit for bit on fp32 parameters.
+
+Differences from torch.optim, all deliberate: Muon's ``momentum`` must be in [0, 1) (torch
+accepts any value >= 0), ``ns_steps`` must be in [0, 100) at construction (torch refuses 100 or
+more only at the first step) and ``adjust_lr_fn`` must stay one of torch's choices when a group
+is edited (torch silently uses a ratio of 1 for other values); Muon refuses non-2-D parameters in
+``add_param_group`` too (torch only at construction); bf16/fp16 parameters are updated in fp32 and
+written back with stochastic rounding (torch computes in the parameter's dtype); a tensor ``lr``
+on an accelerator is used as a tensor, without torch's host synchronisation.
+"""
+
+from __future__ import annotations
+
+from ..core import named_chain
+from ..optimizer import ChainOptimizer
+from ..transforms.adafactor import clip_by_block_rms, scale_by_factored_rms, scale_by_relative_step
+from ..transforms.muon import (NS_COEFFICIENTS, decayed_apply, ema_momentum, muon_lr_ratio,
+                               orthogonalize_via_newton_schulz)
+from .torch_flags import torch_flags
+
+__all__ = ["Adafactor", "Muon", "adafactor_chain", "muon_chain", "check_matrices"]
+
+
+def _tuple(v):
+    return tuple(v) if isinstance(v, list) else v
+
+
+def adafactor_chain(maximize: bool = False, *, lr=1e-2, beta2_decay=-0.8, eps=(None, 1e-3), d=1.0,
+                    weight_decay=0.0):
+    """Adafactor's chain (the module docstring); the keyword values are its declared defaults."""
+    flags = torch_flags("Adafactor", maximize=maximize)
+    return named_chain(
+        *(("maximize", f) for f in flags),
+        ("factored_rms", scale_by_factored_rms(beta2_decay, eps)),
+        ("clip", clip_by_block_rms(d)),
+        ("relative_step", scale_by_relative_step(lr, eps)),
+        ("apply", decayed_apply(lr, weight_decay)),
+    )
+
+
+def muon_chain(*, lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True, ns_coefficients=NS_COEFFICIENTS,
+               eps=1e-7, ns_steps=5):
+    """Muon's chain (the module docstring); the keyword values are its declared defaults."""
+    return named_chain(
+        ("momentum", ema_momentum(momentum, nesterov)),
+        ("orthogonalize", orthogonalize_via_newton_schulz(ns_coefficients, eps, ns_steps)),
+        ("apply", decayed_apply(lr, weight_decay, lr_ratio=muon_lr_ratio())),
+    )
+
+
+class Adafactor(ChainOptimizer):
+    """Adafactor (Shazeer & Stern 2018, arXiv 1804.04235) as torch.optim.Adafactor: factored
+    second moment for tensors of two or more dimensions, update clipping at RMS ``d``, a step
+    relative to each parameter's RMS capped by ``lr``, and decoupled weight decay ``lr * wd``.
+    ``eps = (eps1, eps2)``: eps1 floors the variance estimate (None: the parameter dtype's machine
+    epsilon), eps2 the parameter RMS of the relative step."""
+
+    def __init__(self, params, lr=1e-2, beta2_decay=-0.8, eps=(None, 1e-3), d=1.0, weight_decay=0.0, *,
+                 foreach=None, maximize=False, compile=False):
+        torch_flags("Adafactor", foreach=foreach, maximize=maximize)  # validate before building
+        super().__init__(params, adafactor_chain(maximize), compile=compile, lr=lr, beta2_decay=beta2_decay,
+                         eps=_tuple(eps), d=d, weight_decay=weight_decay)
+
+
+def check_matrices(params_with_names, who: str, context: str = "") -> None:
+    """Raise ``ValueError`` naming the first parameter that is not a 2-D matrix."""
+    for i, (name, p) in enumerate(params_with_names):
+        if p.dim() != 2:
+            what = f"{name!r}" if name else f"at position {i}"
+            raise ValueError(f"{who}: parameter {what} has shape {tuple(p.shape)}{context}; Muon only supports 2-D "
+                             f"parameters (optimise biases, norms, embeddings and other non-2-D parameters with "
+                             f"AdamW, e.g. with MuonWithAdamW)")
+
+
+class Muon(ChainOptimizer):
+    """Muon (Jordan et al. 2024) as torch.optim.Muon: EMA momentum (Nesterov by default),
+    Newton–Schulz orthogonalisation in bf16 with coefficients ``ns_coefficients`` and ``ns_steps``
+    steps, a learning rate scaled by the matrix shape (``adjust_lr_fn``: None/``"original"``
+    ``sqrt(max(1, A/B))``, ``"match_rms_adamw"`` ``0.2 sqrt(max(A, B))``, Liu et al. 2025, arXiv
+    2502.16982) and decoupled weight decay ``lr * wd``. 2-D parameters only (as torch)."""
+
+    def __init__(self, params, lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True,
+                 ns_coefficients=NS_COEFFICIENTS, eps=1e-7, ns_steps=5, adjust_lr_fn=None, *,
+                 compile=False):
+        super().__init__(params, muon_chain(), compile=compile, lr=lr, weight_decay=weight_decay,
+                         momentum=momentum, nesterov=nesterov, ns_coefficients=_tuple(ns_coefficients), eps=eps,
+                         ns_steps=ns_steps, adjust_lr_fn=adjust_lr_fn)
+
+    def add_param_group(self, param_group):
+        if isinstance(param_group, dict):
+            params = param_group.get("params")
+            params = [params] if hasattr(params, "dim") else list(params or [])
+            param_group = {**param_group, "params": params}
+            named = [p if isinstance(p, tuple) else (None, p) for p in params]
+            check_matrices([(n, p) for n, p in named if hasattr(p, "dim")], "Muon")
+        super().add_param_group(param_group)

@@ -1,0 +1,177 @@
+"""Adafactor (Shazeer & Stern 2018, "Adafactor: Adaptive Learning Rates with Sublinear Memory
+Cost", arXiv 1804.04235), in torch.optim.Adafactor's conventions (torch 2.13):
+
+    b̂2_t = 1 - t^beta2_decay                                   (beta2_decay <= 0; b̂2_1 = 0)
+    matrices (the last two dimensions of a tensor with >= 2):
+        R = b̂2 R + (1 - b̂2) mean_j G²_ij     C = b̂2 C + (1 - b̂2) mean_i G²_ij
+        V̂ = R C / max(mean_i R_i, eps1)                         (rank-1 second moment)
+    vectors and scalars:  V̂ = b̂2 V̂ + (1 - b̂2) G²
+    U = G / sqrt(max(V̂, eps1²))                                (scale_by_factored_rms)
+    Û = U / max(1, RMS(U) / d)                                  (clip_by_block_rms)
+    α_t = max(eps2, RMS(p)) min(lr, 1 / sqrt(t))                (scale_by_relative_step)
+    p = p (1 - lr wd) - α_t Û                                   (decayed_apply)
+
+As torch does (and unlike the paper), eps1 is applied to the variance estimate rather than added
+to G², ``lr`` caps the relative step (the paper's 10^-2) and scales the decoupled weight decay;
+``eps1=None`` is the machine epsilon of the parameter's dtype; means stand for the paper's sums.
+The state is one row and one column vector per matrix, ``O(n + m)`` instead of ``O(n m)``.
+
+Sharded (FSDP2) parameters: the factored moment needs the whole matrix (column means run over
+the sharded rows) and runs on its owner (``sharded.owner_computes``); the clip and the relative
+step need only whole-tensor norms (``Bucket.norms`` sums them over the mesh) and run on shards.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from ..core import Elements, Fresh, Hyper, Slot, Transform, compute_dtype, non_negative
+from .sharded import owner_computes
+
+__all__ = ["scale_by_factored_rms", "clip_by_block_rms", "scale_by_relative_step"]
+
+
+def _non_positive(v: Any) -> str | None:
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v <= 0
+    return None if ok else "a finite number <= 0"
+
+
+def _optional_non_negative(v: Any) -> str | None:
+    return None if v is None or non_negative(v) is None else "None (the dtype's machine epsilon) or a number >= 0"
+
+
+def _at_least_one(v: Any) -> str | None:
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 1
+    return None if ok else "a finite number >= 1"
+
+
+EPS_PAIR = Elements("a pair (eps1, eps2): eps1 None or a number >= 0, eps2 a number >= 0",
+                    _optional_non_negative, non_negative)
+
+
+def _eps_hyper(eps) -> Hyper:
+    return Hyper(tuple(eps) if isinstance(eps, list) else eps, EPS_PAIR)
+
+
+def _global_shape(bucket, i: int) -> torch.Size:
+    return (bucket.sharded if bucket.sharded is not None else bucket.params)[i].shape
+
+
+def _zeros(shape):
+    return lambda p: torch.zeros(shape, dtype=compute_dtype(p.dtype), device=p.device)
+
+
+class scale_by_factored_rms(Transform):  # noqa: N801 - optax-style transform name
+    """Adafactor's normalisation ``U = G / sqrt(max(V̂, eps1²))`` with the factored second moment
+    of the module docstring (row and column EMAs over the last two dimensions of tensors with two
+    or more, a full EMA for the others).
+
+    Reads ``beta2_decay`` (<= 0) and ``eps`` (only eps1; None is the machine epsilon of the
+    parameter's dtype, as torch). State: ``row_var`` (shape ``[..., n, 1]``) and ``col_var``
+    (``[..., 1, m]``) for tensors of two or more dimensions, ``variance`` for the others; for
+    sharded parameters, whole on the owner only.
+    """
+
+    name = "scale_by_factored_rms"
+    supports_complex = False  # its factors are of real matrices; torch refuses complex parameters too
+
+    def __init__(self, beta2_decay: float = -0.8, eps=(None, 1e-3)):
+        self.hyperparams = {"beta2_decay": Hyper(beta2_decay, _non_positive), "eps": _eps_hyper(eps)}
+
+    def slots(self, bucket):
+        shape = _global_shape(bucket, 0)
+        sharded = bucket.sharded is not None
+        if len(shape) < 2:
+            return {"variance": Slot(init=None if sharded else _zeros(shape))}
+        row, col = (*shape[:-1], 1), (*shape[:-2], 1, shape[-1])
+        return {"row_var": Slot(shape=row, init=None if sharded else _zeros(row)),
+                "col_var": Slot(shape=col, init=None if sharded else _zeros(col))}
+
+    def update(self, updates, bucket):
+        eps1 = bucket.hp("eps")[0]
+        if eps1 is None:  # the parameter's own dtype, as torch.optim (not the compute dtype)
+            eps1 = torch.finfo(bucket.params[0].dtype).eps
+        if bucket.sharded is not None:
+            return owner_computes(lambda us, b: self._update(us, b, eps1), updates, bucket, self.init,
+                                  skips=lambda step: False)
+        return self._update(updates, bucket, eps1)
+
+    def _update(self, updates, bucket, eps1):
+        w = bucket.step ** bucket.hp("beta2_decay")  # 1 - b̂2_t
+        out: list[torch.Tensor] = [None] * len(updates)  # type: ignore[list-item]
+        vectors = [i for i, u in enumerate(updates) if u.dim() < 2]
+        if vectors:
+            gs = [updates[i] for i in vectors]
+            v = [bucket.states[i][bucket.key("variance")] for i in vectors]
+            torch._foreach_lerp_(v, torch._foreach_mul(gs, gs), w)
+            est = torch._foreach_clamp_min(v, eps1 * eps1)
+            torch._foreach_rsqrt_(est)
+            torch._foreach_mul_(est, gs)
+            for i, e in zip(vectors, est):
+                out[i] = e
+        for i, g in enumerate(updates):
+            if g.dim() < 2:
+                continue
+            state = bucket.states[i]
+            r, c = state[bucket.key("row_var")], state[bucket.key("col_var")]
+            r.lerp_(torch.linalg.vector_norm(g, dim=-1, keepdim=True).square_().div_(g.shape[-1]), w)
+            c.lerp_(torch.linalg.vector_norm(g, dim=-2, keepdim=True).square_().div_(g.shape[-2]), w)
+            est = (r * c).div_(r.mean(dim=-2, keepdim=True).clamp_(min=eps1))
+            out[i] = est.clamp_(min=eps1 * eps1).rsqrt_().mul_(g)
+        return Fresh(out)
+
+
+class clip_by_block_rms(Transform):  # noqa: N801
+    """Adafactor's update clipping (Shazeer & Stern 2018, section 6): per tensor,
+
+        u = u / max(1, RMS(u) / d),   RMS(u) = ||u||_2 / sqrt(numel)
+
+    so no tensor's update has an RMS above ``d``. Whole-tensor norms for sharded parameters, no
+    host synchronisation. Reads ``d`` (>= 1, as torch).
+    """
+
+    name = "clip_by_block_rms"
+
+    def __init__(self, d: float = 1.0):
+        self.hyperparams = {"d": Hyper(d, _at_least_one)}
+
+    def update(self, updates, bucket):
+        d = bucket.hp("d")
+        norms = bucket.norms(updates)
+        denominators = [torch.clamp(n / (math.sqrt(_global_shape(bucket, i).numel()) * d), min=1.0)
+                        for i, n in enumerate(norms)]
+        if isinstance(updates, Fresh):
+            torch._foreach_div_(updates, denominators)
+            return updates
+        return Fresh(torch._foreach_div(updates, denominators))
+
+
+class scale_by_relative_step(Transform):  # noqa: N801
+    """Adafactor's relative step size (Shazeer & Stern 2018, section 8), negated for adding:
+
+        u = -α_t u,   α_t = max(eps2, RMS(p)) ρ_t,   ρ_t = min(lr, 1 / sqrt(t))
+
+    The step is relative to the parameter's scale (its RMS, floored at eps2, taken before this
+    step's update and decay); ``lr`` caps ρ_t where the paper uses 10^-2 (torch.optim's choice).
+    Reads ``lr`` (a number, a schedule or a one-element tensor) and ``eps`` (only eps2).
+    """
+
+    name = "scale_by_relative_step"
+
+    def __init__(self, lr: float = 1e-2, eps=(None, 1e-3)):
+        self.hyperparams = {"lr": Hyper(lr, non_negative, tensor=True), "eps": _eps_hyper(eps)}
+
+    def update(self, updates, bucket):
+        lr, eps2 = bucket.hp("lr"), bucket.hp("eps")[1]
+        cap = 1 / bucket.step**0.5
+        rho = torch.clamp(lr, max=cap) if isinstance(lr, torch.Tensor) else min(lr, cap)
+        norms = bucket.norms(bucket.params_compute())
+        factors = [torch.clamp(n / math.sqrt(_global_shape(bucket, i).numel()), min=eps2) * -rho
+                   for i, n in enumerate(norms)]
+        if isinstance(updates, Fresh):
+            torch._foreach_mul_(updates, factors)
+            return updates
+        return Fresh(torch._foreach_mul(updates, factors))

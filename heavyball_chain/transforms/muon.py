@@ -1,0 +1,277 @@
+"""Muon: momentum, then orthogonalised by a Newton–Schulz iteration (Jordan et al. 2024, "Muon: An
+optimizer for hidden layers in neural networks", https://kellerjordan.github.io/posts/muon/), with
+the shape-dependent learning rate of Liu et al. 2025 ("Muon is Scalable for LLM Training", arXiv
+2502.16982) as an option, in torch.optim.Muon's conventions (torch 2.13):
+
+    B = lerp(B, g, 1 - mu)                         (ema_momentum)
+    U = lerp(g, B, mu)  (nesterov)  or  U = B
+    O = NS_k(U)                                    (orthogonalize_via_newton_schulz, bf16)
+    p = p (1 - lr wd) - lr r(shape) O              (decayed_apply with muon_lr_ratio)
+
+Muon's update is computed in bfloat16, whose rounding turns any difference in the last bit of an
+fp32 input into a difference of up to 2^-9 in the output; over a training run such differences
+grow to percents (measured: 1% after 50 steps from a last-bit change of each step's parameter
+update). So the ops here are torch's ops, one for one: the same lerps, the same bf16 matmuls (one
+matrix at a time, as torch does, not batched), and the parameter update as torch writes it (the
+decay multiplies the parameters first, then one fused multiply-add), so that a run equals
+torch.optim.Muon's bit for bit.
+
+Sharded (FSDP2) parameters: the momentum is elementwise and runs on the local shards; the
+orthogonalisation needs the whole matrix and runs on its owner (``sharded.owner_computes``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from ..core import (Elements, Fresh, Hyper, Slot, Transform, betas_pair, boolean, finite, non_negative,
+                    unit_interval)
+from .apply import StochasticWriter
+from .sharded import owner_computes
+
+__all__ = ["ema_momentum", "orthogonalize_via_newton_schulz", "newton_schulz", "muon_lr_ratio", "decayed_apply",
+           "torch_adam_step",
+           "NS_COEFFICIENTS"]
+
+# The quintic's coefficients from Jordan et al. (chosen to maximise the slope at zero), torch's defaults.
+NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+
+
+def _host_number(value: Any) -> Any:
+    """A CPU tensor read as a Python number (free: no device synchronisation), where torch.optim
+    reads a tensor (``p.add_(u, alpha=tensor)``); device tensors stay tensors."""
+    if isinstance(value, torch.Tensor) and value.device.type == "cpu":
+        return value.item()
+    return value
+
+
+class ema_momentum(Transform):  # noqa: N801 - optax-style transform name
+    """Momentum as an exponential moving average (Muon's; torch.optim.Muon):
+
+        B = lerp(B, u, 1 - momentum) = momentum B + (1 - momentum) u
+        out = lerp(u, B, momentum)   (nesterov)   or   out = B
+
+    Unlike :class:`~heavyball_chain.transforms.trace` (SGD's ``B = momentum B + u``) the buffer is
+    an average: its scale does not grow by ``1 / (1 - momentum)``. Reads ``momentum`` and
+    ``nesterov`` (a group value, as in torch). State: ``momentum_buffer``.
+    """
+
+    name = "ema_momentum"
+    fused_state = ("momentum_buffer",)
+
+    def __init__(self, momentum: float = 0.95, nesterov: bool = True):
+        self.hyperparams = {"momentum": Hyper(momentum, unit_interval), "nesterov": Hyper(nesterov, boolean)}
+
+    def slots(self, bucket):
+        return {"momentum_buffer": Slot()}
+
+    def update(self, updates, bucket):
+        mu = bucket.hp("momentum")
+        buf = bucket.state("momentum_buffer")
+        torch._foreach_lerp_(buf, updates, 1 - mu)
+        if bucket.hp("nesterov"):
+            return Fresh(torch._foreach_lerp(updates, buf, mu))
+        return buf
+
+    def fuse(self, bucket):
+        mu = bucket.hp("momentum")
+        # lerp(u, B, 1) is B exactly: one kernel serves both forms
+        return 1 - mu, mu if bucket.hp("nesterov") else 1.0
+
+    def fused(self, u, p, state, s):
+        (buf,) = state
+        buf.lerp_(u, s[0])
+        return torch.lerp(u, buf, s[1])
+
+
+def newton_schulz(g: torch.Tensor, coefficients=NS_COEFFICIENTS, steps: int = 5, eps: float = 1e-7) -> torch.Tensor:
+    """``NS_k(G)``: an approximate orthogonalisation ``U S' V^T`` of ``G = U S V^T`` (S' ≈ 1), in
+    bfloat16. With ``X_0 = G / max(||G||_F, eps)`` (spectral norm <= 1) and ``(a, b, c)`` the
+    coefficients, ``k`` steps of the quintic
+
+        A = X X^T;   X = a X + (b A + c A²) X
+
+    each of which maps every singular value s to ``a s + b s³ + c s⁵``. X is kept wide (rows <=
+    columns; a tall G is transposed and the result transposed back), so ``A`` is the smaller Gram
+    matrix. Returns a bfloat16 matrix of G's shape."""
+    a, b, c = coefficients
+    tall = g.shape[0] > g.shape[1]
+    x = g.to(torch.bfloat16, copy=True)
+    x = x.mT if tall else x
+    x.div_(x.norm().clamp(min=eps))
+    for _ in range(steps):
+        gram = x @ x.mT
+        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    return x.mT if tall else x
+
+
+def _ns_steps(v: Any) -> str | None:
+    ok = isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 100
+    return None if ok else "an integer in [0, 100)"
+
+
+def _refuse_non_matrix(bucket, who: str) -> None:
+    tensors = bucket.sharded if bucket.sharded is not None else bucket.params
+    for i, p in enumerate(tensors):
+        if p.dim() != 2:
+            named = bucket.names is not None and bucket.names[i]
+            name = repr(bucket.names[i]) if named else f"at position {bucket.positions[i]}"
+            raise ValueError(f"{who}: parameter {name} has shape {tuple(p.shape)}; Muon orthogonalises 2-D matrices "
+                             f"only (give biases, norms, embeddings and other non-2-D parameters to AdamW, e.g. "
+                             f"with MuonWithAdamW)")
+
+
+class orthogonalize_via_newton_schulz(Transform):  # noqa: N801
+    """Replace each 2-D update by its Newton–Schulz orthogonalisation :func:`newton_schulz`
+    (Jordan et al. 2024), computed in bfloat16 as torch.optim.Muon does; the result is returned in
+    the compute dtype (exactly: every bf16 number is an fp32 one).
+
+    Reads ``ns_coefficients`` (a, b, c), ``eps`` (the floor of the Frobenius norm) and ``ns_steps``
+    (0 to 99, as torch). Refuses parameters that are not matrices (``check_step``: before the step
+    changes anything). No state. Sharded parameters: on each matrix's owner
+    (``sharded.owner_computes``).
+    """
+
+    name = "orthogonalize_via_newton_schulz"
+    supports_complex = False
+
+    def __init__(self, ns_coefficients=NS_COEFFICIENTS, eps: float = 1e-7, ns_steps: int = 5):
+        three = Elements("a triple (a, b, c) of finite numbers", finite, finite, finite)
+        self.hyperparams = {"ns_coefficients": Hyper(tuple(ns_coefficients), three),
+                            "eps": Hyper(eps, non_negative), "ns_steps": Hyper(ns_steps, _ns_steps)}
+
+    def check_step(self, bucket):
+        _refuse_non_matrix(bucket, self.name)
+
+    def update(self, updates, bucket):
+        if bucket.sharded is not None:
+            return owner_computes(self._update, updates, bucket, init=lambda sub: None, skips=lambda step: False)
+        return self._update(updates, bucket)
+
+    def _update(self, updates, bucket):
+        coefficients, eps, steps = bucket.hp("ns_coefficients"), bucket.hp("eps"), bucket.hp("ns_steps")
+        return Fresh(newton_schulz(u, coefficients, steps, eps).to(u.dtype) for u in updates)
+
+
+def _adjust_lr_fn(v: Any) -> str | None:
+    return None if v in (None, "original", "match_rms_adamw") else "None, 'original' or 'match_rms_adamw'"
+
+
+class muon_lr_ratio:  # noqa: N801 - used like a transform option
+    """Muon's learning-rate multiplier ``r`` for an ``A x B`` matrix, chosen by ``adjust_lr_fn``:
+
+    * ``None`` or ``"original"`` (Jordan et al.): ``r = sqrt(max(1, A / B))``;
+    * ``"match_rms_adamw"`` (Liu et al. 2025, arXiv 2502.16982): ``r = 0.2 sqrt(max(A, B))``,
+      which gives the update the RMS of a typical AdamW update, so AdamW's lr and weight decay carry over.
+    """
+
+    hyperparams = {"adjust_lr_fn": Hyper(None, _adjust_lr_fn)}
+
+    def __call__(self, shape: torch.Size, adjust_lr_fn: str | None) -> float:
+        a, b = shape[0], shape[1]
+        if adjust_lr_fn == "match_rms_adamw":
+            return 0.2 * math.sqrt(max(a, b))
+        return math.sqrt(max(1, a / b))
+
+    def __repr__(self):
+        return "muon_lr_ratio(adjust_lr_fn)"
+
+
+class decayed_apply(Transform):  # noqa: N801
+    """Write the parameters with torch.optim's decoupled weight decay (Loshchilov & Hutter 2019,
+    arXiv 1711.05101), in torch's order and rounding:
+
+        p = p (1 - lr wd)          (first, on the parameters)
+        p = p + a u                (one fused multiply-add: p.add_(u, alpha=a))
+
+    With ``lr_ratio=None``, ``a = 1``: the update already carries its step size (Adafactor's
+    relative step); ``lr`` then only scales the decay. With ``lr_ratio`` (:class:`muon_lr_ratio`),
+    ``a = -lr r(shape)`` per matrix (its global shape under FSDP2): Muon's last line. Reads ``lr``
+    (a number, a schedule or a one-element tensor; a tensor's products are computed in its dtype and
+    ``a`` read on the host where that is free, the CPU, as torch does) and ``weight_decay`` (and the
+    ratio's ``adjust_lr_fn``). bf16 parameters are updated in fp32 and written back by stochastic
+    rounding (:class:`StochasticWriter`). No compiled form: its ``a`` differs per matrix shape.
+    """
+
+    name = "decayed_apply"
+    writes_params = True
+
+    def __init__(self, lr: float = 1e-3, weight_decay: float = 0.0, *, lr_ratio: muon_lr_ratio | None = None,
+                 seed: int = 0):
+        self.lr_ratio = lr_ratio
+        self.hyperparams = {"lr": Hyper(lr, non_negative, tensor=True),
+                            "weight_decay": Hyper(weight_decay, non_negative),
+                            **(lr_ratio.hyperparams if lr_ratio is not None else {})}
+        self.writer = StochasticWriter(seed)
+
+    def slots(self, bucket):
+        return self.writer.slots(bucket)
+
+    def init(self, bucket):
+        self.writer.init(bucket)
+
+    def update(self, updates, bucket):
+        lr, wd = bucket.hp("lr"), bucket.hp("weight_decay")  # a tensor lr: computed in its dtype, as torch
+        p32 = bucket.params_compute()
+        if wd != 0:
+            torch._foreach_mul_(p32, 1 - lr * wd)
+        if self.lr_ratio is None:
+            torch._foreach_add_(p32, updates)
+        else:
+            shapes = bucket.sharded if bucket.sharded is not None else bucket.params
+            fn = bucket.hp("adjust_lr_fn")
+            by_ratio: dict[float, list[int]] = {}
+            for i, p in enumerate(shapes):
+                by_ratio.setdefault(self.lr_ratio(p.shape, fn), []).append(i)
+            for ratio, idx in by_ratio.items():
+                ps, us = [p32[i] for i in idx], [updates[i] for i in idx]
+                alpha = _host_number(-(lr * ratio))
+                if isinstance(alpha, torch.Tensor):  # on a device: no synchronisation (one more rounding)
+                    torch._foreach_add_(ps, torch._foreach_mul(us, alpha))
+                else:
+                    torch._foreach_add_(ps, us, alpha=alpha)
+        self.writer.write(bucket, p32)
+        return updates
+
+    def __repr__(self):
+        return f"decayed_apply(lr, weight_decay{'; lr * ' + repr(self.lr_ratio) if self.lr_ratio else ''})"
+
+
+class torch_adam_step(Transform):  # noqa: N801
+    """Adam's step (Kingma & Ba 2015, arXiv 1412.6980), learning rate included, in torch.optim.Adam's
+    order of operations, for the parameters Muon leaves to AdamW (followed by :class:`decayed_apply`
+    it is torch.optim.AdamW bit for bit, which a model trained with Muon needs: its bf16
+    orthogonalisation amplifies any last-bit difference in the other parameters):
+
+        m = lerp(m, g, 1 - b1);   v = b2 v + (1 - b2) g²
+        u = (-(lr / (1 - b1^t)) m) / (sqrt(v) / sqrt(1 - b2^t) + eps)
+
+    Reads ``lr`` (a number, a schedule or a one-element tensor), ``betas`` and ``eps`` (>= 0, added).
+    State: ``exp_avg``, ``exp_avg_sq``.
+    """
+
+    name = "torch_adam_step"
+
+    def __init__(self, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8):
+        self.hyperparams = {"lr": Hyper(lr, non_negative, tensor=True), "betas": Hyper(tuple(betas), betas_pair),
+                            "eps": Hyper(eps, non_negative)}
+
+    def slots(self, bucket):
+        return {"exp_avg": Slot(), "exp_avg_sq": Slot()}
+
+    def update(self, updates, bucket):
+        (b1, b2), t = bucket.hp("betas"), bucket.step
+        lr, eps = bucket.hp("lr"), bucket.hp("eps")  # a tensor lr stays one (torch computes with it so)
+        m, v = bucket.state("exp_avg"), bucket.state("exp_avg_sq")
+        torch._foreach_lerp_(m, updates, 1 - b1)
+        torch._foreach_mul_(v, b2)
+        torch._foreach_addcmul_(v, updates, updates, value=1 - b2)
+        denom = torch._foreach_sqrt(v)
+        torch._foreach_div_(denom, (1 - b2**t) ** 0.5)
+        torch._foreach_add_(denom, eps)
+        out = torch._foreach_mul(m, -(lr / (1 - b1**t)))
+        torch._foreach_div_(out, denom)
+        return Fresh(out)
