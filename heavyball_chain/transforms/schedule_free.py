@@ -6,9 +6,12 @@ import torch
 
 from ..core import Bucket, Hyper, Slot, Transform, betas_pair, copy_state, finite, non_negative
 from .apply import StochasticWriter
+from .moments import _div_into_, _ema_sq_, _ema_sq_one_
 from .scaling import lr_hyperparams, warmed_up_lr
 
-__all__ = ["schedule_free"]
+__all__ = ["schedule_free", "scale_by_bias_corrected_rms"]
+
+_WEIGHT_LR = ("current", "max")
 
 
 class schedule_free(Transform):  # noqa: N801 - optax-style transform name
@@ -17,8 +20,10 @@ class schedule_free(Transform):  # noqa: N801 - optax-style transform name
     Three sequences: z (the SGD-like iterate), x (the weighted average of z, evaluated at
     test time) and y = (1 - b1) z + b1 x (where the gradient is taken; the parameters hold y
     while training). With ``lr_t`` the warmed-up lr and ``c_t = w_t / sum_k w_k``,
-    ``w_t = t^r lr_t^weight_lr_power`` (paper, sec. 3 "Weighting", with HeavyBall's current lr
-    in place of the paper's max lr), one step on the incoming update ``u`` is
+    ``w_t = t^r lr_t^weight_lr_power`` (``weight_lr="current"``: HeavyBall's convention) or
+    ``w_t = t^r (max_{k<=t} lr_k)^weight_lr_power`` (``weight_lr="max"``: the paper's sec. 3
+    "Weighting" and the schedulefree package; a decaying lr then does not shrink the weights of
+    later iterates), one step on the incoming update ``u`` is
 
         y = lerp(y, z, c_t) + lr_t (b1 (1 - c_t) - 1) u;   z = z - lr_t u
 
@@ -27,15 +32,18 @@ class schedule_free(Transform):  # noqa: N801 - optax-style transform name
 
     Reads ``lr``, ``warmup_steps``, ``betas`` (b1 = betas[0]), ``r``, ``weight_lr_power``.
     State per parameter: ``z`` (compute dtype: fp32, fp64 for fp64 parameters), ``weight_sum``
-    (a float; a 0-d tensor when ``lr`` is a tensor) and ``train_mode``; bf16 parameters are
-    written by stochastic rounding.
+    (a float; a 0-d tensor when ``lr`` is a tensor), ``train_mode`` and, with ``weight_lr="max"``,
+    ``lr_max`` (like ``weight_sum``); bf16 parameters are written by stochastic rounding.
     """
 
     name = "schedule_free"
     writes_params = True
 
     def __init__(self, lr=0.0025, betas=(0.9, 0.99), warmup_steps: int = 0, r: float = 0.0,
-                 weight_lr_power: float = 2.0, seed: int = 0):
+                 weight_lr_power: float = 2.0, seed: int = 0, weight_lr: str = "current"):
+        if weight_lr not in _WEIGHT_LR:
+            raise ValueError(f"weight_lr: expected 'current' or 'max', got {weight_lr!r}")
+        self.weight_lr = weight_lr
         self.hyperparams = {
             **lr_hyperparams(lr, warmup_steps),
             "betas": Hyper(tuple(betas), betas_pair),
@@ -45,8 +53,12 @@ class schedule_free(Transform):  # noqa: N801 - optax-style transform name
         self.writer = StochasticWriter(seed)
 
     def slots(self, bucket):
-        return {"z": Slot(init=copy_state), "weight_sum": Slot((float, torch.Tensor), shape=(), dtype=torch.float64, init=lambda p: 0.0),
-                "train_mode": Slot(bool, init=lambda p: True), **self.writer.slots(bucket)}
+        scalar = Slot((float, torch.Tensor), shape=(), dtype=torch.float64, init=lambda p: 0.0)
+        out = {"z": Slot(init=copy_state), "weight_sum": scalar, "train_mode": Slot(bool, init=lambda p: True),
+               **self.writer.slots(bucket)}
+        if self.weight_lr == "max":
+            out["lr_max"] = scalar  # the largest lr_t so far (lr_t >= 0, so 0 is "none yet")
+        return out
 
     def init(self, bucket: Bucket) -> None:
         super().init(bucket)
@@ -65,7 +77,8 @@ class schedule_free(Transform):  # noqa: N801 - optax-style transform name
         if isinstance(lr, torch.Tensor):
             lr = lr.to(torch.float64)
         b1 = bucket.hp("betas")[0]
-        weight = bucket.step ** bucket.hp("r") * lr ** bucket.hp("weight_lr_power")
+        weight_lr = lr if self.weight_lr == "current" else self._lr_max(bucket, lr)
+        weight = bucket.step ** bucket.hp("r") * weight_lr ** bucket.hp("weight_lr_power")
         weight_sum = bucket.states[0][bucket.key("weight_sum")] + weight
         if isinstance(weight_sum, torch.Tensor):
             c = torch.where(weight_sum > 0, weight / weight_sum, torch.zeros_like(weight_sum))
@@ -73,6 +86,19 @@ class schedule_free(Transform):  # noqa: N801 - optax-style transform name
             c = weight / weight_sum if weight_sum > 0 else 0.0
         bucket.set_state("weight_sum", [weight_sum] * len(bucket.params))
         return c, lr * (b1 * (1 - c) - 1), -lr
+
+    @staticmethod
+    def _lr_max(bucket: Bucket, lr):
+        """``max(lr_max, lr_t)``, recorded; a 0-d fp64 tensor once either is a tensor (no sync)."""
+        previous = bucket.states[0][bucket.key("lr_max")]
+        if isinstance(lr, torch.Tensor):
+            lr_max = torch.maximum(previous, lr) if isinstance(previous, torch.Tensor) else lr.clamp_min(previous)
+        elif isinstance(previous, torch.Tensor):
+            lr_max = previous.clamp_min(lr)
+        else:
+            lr_max = max(lr, previous)
+        bucket.set_state("lr_max", [lr_max] * len(bucket.params))
+        return lr_max
 
     def update(self, updates, bucket):
         c, k, minus_lr = self._coefficients(bucket)
@@ -112,6 +138,10 @@ class schedule_free(Transform):  # noqa: N801 - optax-style transform name
             self.writer.write(bucket, p, stream=2 if to_train else 1)
         bucket.set_state("train_mode", [to_train] * len(bucket.params))
 
+    def __repr__(self):
+        base = super().__repr__()
+        return base if self.weight_lr == "current" else base[:-1] + ", weight_lr=max)"
+
     def eval(self, bucket: Bucket) -> None:
         """Parameters y -> x (the averaged iterate, for evaluation and saving)."""
         self._swap(bucket, to_train=False)
@@ -119,3 +149,47 @@ class schedule_free(Transform):  # noqa: N801 - optax-style transform name
     def train(self, bucket: Bucket) -> None:
         """Parameters x -> y (where gradients are taken)."""
         self._swap(bucket, to_train=True)
+
+
+class scale_by_bias_corrected_rms(Transform):  # noqa: N801 - optax-style transform name
+    """Adam's second-moment normalisation (Kingma & Ba 2015, arXiv 1412.6980) in its original form,
+    the preconditioner of schedule-free AdamW as the schedulefree package runs it (Defazio et al.
+    2024, arXiv 2405.15682, Algorithm 1):
+
+        v = b2 v + (1 - b2) g²;   u = g / (sqrt(v / (1 - b2^t)) + eps)
+
+    Unlike :class:`~heavyball_chain.transforms.scale_by_rms` (HeavyBall's debiased EMA and
+    ``max(sqrt(v), eps)``), v is the plain EMA, divided by its bias correction at each step, and
+    eps is added to the root (it shifts every denominator, not only those below eps). No first
+    moment: the schedule-free average takes its place. Reads ``betas`` (only beta2) and ``eps``.
+    State: ``exp_avg_sq`` (compute dtype).
+    """
+
+    name = "scale_by_bias_corrected_rms"
+
+    def __init__(self, betas=(0.9, 0.999), eps: float = 1e-8):
+        # added, eps divides nothing by itself: 0 is allowed, as schedulefree and torch.optim allow it
+        self.hyperparams = {"betas": Hyper(tuple(betas), betas_pair), "eps": Hyper(eps, non_negative)}
+
+    def slots(self, bucket):
+        return {"exp_avg_sq": Slot()}
+
+    def update(self, updates, bucket):
+        b2 = bucket.hp("betas")[1]
+        v = bucket.state("exp_avg_sq")
+        _ema_sq_(v, updates, b2)
+        denom = torch._foreach_div(v, 1 - b2**bucket.step)
+        torch._foreach_sqrt_(denom)
+        torch._foreach_add_(denom, bucket.hp("eps"))
+        return _div_into_(updates, denom)
+
+    fused_state = ("exp_avg_sq",)
+
+    def fuse(self, bucket):
+        b2 = bucket.hp("betas")[1]
+        return b2, 1 - b2, 1 - b2**bucket.step, bucket.hp("eps")
+
+    def fused(self, u, p, state, s):
+        (v,) = state
+        _ema_sq_one_(v, u, s[0], s[1])
+        return u / ((v / s[2]).sqrt() + s[3])

@@ -1,0 +1,64 @@
+"""Lion (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms", arXiv 2302.06675)."""
+
+from __future__ import annotations
+
+import torch
+
+from ..core import Elements, Fresh, Hyper, Slot, Transform, finite
+
+__all__ = ["scale_by_lion"]
+
+
+def _closed_unit(v) -> str | None:
+    """A check: a number in [0, 1] (Lion's betas: b2 = 1 freezes the momentum at 0, which is
+    signSGD; lion-pytorch accepts both ends)."""
+    return None if finite(v) is None and 0 <= v <= 1 else "a number in [0, 1]"
+
+
+lion_betas = Elements("a pair (beta1, beta2) of numbers in [0, 1]", _closed_unit, _closed_unit)
+
+
+class scale_by_lion(Transform):  # noqa: N801 - optax-style transform name
+    """Lion's update direction ("EvoLved Sign Momentum", the paper's Algorithm 2):
+
+        u = sign(b1 m + (1 - b1) g);   m = b2 m + (1 - b2) g
+
+    The sign is taken of an interpolation between the momentum and the gradient with ``b1``,
+    and the momentum is then tracked with the slower ``b2``: every coordinate moves by exactly
+    the lr (or not at all where the interpolation is 0), so Lion's lr is typically 3-10x smaller
+    than AdamW's and its weight decay larger. Follow it with weight decay, ``-lr`` and an apply
+    transform. Complex parameters are seen as their real view (the sign of the real and
+    imaginary parts; lion-pytorch's ``sgn`` would take the phase ``z / |z|``).
+
+    Reads ``betas`` (each in [0, 1]). State: ``exp_avg`` (m, compute dtype).
+    """
+
+    name = "scale_by_lion"
+
+    def __init__(self, betas=(0.9, 0.99)):
+        self.hyperparams = {"betas": Hyper(tuple(betas), lion_betas)}
+
+    def slots(self, bucket):
+        return {"exp_avg": Slot()}
+
+    def update(self, updates, bucket):
+        b1, b2 = bucket.hp("betas")
+        m = bucket.state("exp_avg")
+        u = torch._foreach_mul(m, b1)
+        torch._foreach_add_(u, updates, alpha=1 - b1)
+        torch._foreach_sign_(u)
+        torch._foreach_mul_(m, b2)
+        torch._foreach_add_(m, updates, alpha=1 - b2)
+        return Fresh(u)  # new tensors nobody else references
+
+    fused_state = ("exp_avg",)
+
+    def fuse(self, bucket):
+        b1, b2 = bucket.hp("betas")
+        return b1, 1 - b1, b2, 1 - b2
+
+    def fused(self, u, p, state, s):
+        (m,) = state
+        out = (m * s[0] + s[1] * u).sign()
+        m.mul_(s[2]).add_(s[3] * u)
+        return out
