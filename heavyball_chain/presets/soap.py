@@ -11,6 +11,9 @@ random ``precond_schedule()``), and, for the schedule-free ones, adaptive clippi
     PrecondSchedulePaLMForeachSOAP    (beta, palm_beta2())     precond_schedule()
     SFPaLMForeachSOAP                 (beta, palm_beta2())     every(...)          schedule-free
     PrecondScheduleSFPaLMForeachSOAP  (beta, palm_beta2())     precond_schedule()  schedule-free
+
+``SOAP`` is the drop-in for the authors' reference (github.com/nikhilvyas/SOAP): the same
+transform with the reference's conventions (``reference_chain``).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from ..transforms import (
     stochastic_round_apply,
 )
 from ..transforms.schedules import palm_betas
+from ..transforms.scaling import decay_after_update
 from ..transforms.soap import every, precond_schedule, soap_precondition
 
 __all__ = [
@@ -36,6 +40,8 @@ __all__ = [
     "PrecondScheduleSFPaLMForeachSOAP",
     "PrecondScheduleSFPaLMSOAP",
     "SFPaLMForeachSOAP",
+    "SOAP",
+    "reference_chain",
     "soap_chain",
 ]
 
@@ -179,3 +185,50 @@ class PrecondScheduleSFPaLMForeachSOAP(_SOAP):
 
 
 PrecondScheduleSFPaLMSOAP = PrecondScheduleSFPaLMForeachSOAP
+
+
+# --------------------------------------------------------------------------- the SOAP reference
+
+
+def reference_chain(betas=(0.95, 0.95)):
+    """The SOAP reference's step: SOAP with its conventions (factors from zero, additive eps, Adam's
+    step-size bias correction, merging from the front) -> -lr -> decay of the updated weights ->
+    apply. Its first step per parameter only initialises the factors (no update, no decay)."""
+    return named_chain(
+        ("soap", soap_precondition(every(), betas=betas, init="ema", eps_mode="add",
+                                   bias_correction="step_size", merge="leading")),
+        ("lr", scale_by_learning_rate()),
+        ("decay", decay_after_update()),
+        ("apply", stochastic_round_apply()),
+    )
+
+
+class SOAP(ChainOptimizer):
+    """SOAP as its authors' reference implements it (Vyas et al. 2024, "SOAP: Improving and
+    Stabilizing Shampoo using Adam", arXiv 2409.11321; github.com/nikhilvyas/SOAP ``soap.py``):
+    same arguments and defaults, plus keyword-only ``compile``. Per parameter and step t (the
+    first step only builds ``GG_i = (1 - β_s) G_(i) G_(i)^T`` and ``Q_i = eigh(GG_i)``):
+
+        m = b1 m + (1 - b1) g,   v = b2 v + (1 - b2) rot(g)²       (rot: x ×_i Q_i^T)
+        u = rot⁻¹(rot(m) / (sqrt(v) + eps))    (/ its RMS with normalize_grads)
+        p = (p - lr sqrt(1 - b2^t) / (1 - b1^t) u) (1 - lr weight_decay)   (no factor without correct_bias)
+        GG_i = lerp(GG_i, G_(i) G_(i)^T, 1 - β_s);  every precondition_frequency steps: Q_i by
+        one power iteration + QR, v re-ordered by the estimated eigenvalues
+
+    ``shampoo_beta`` < 0 means β_s = b2. ``merge_dims`` merges dimensions from the front while the
+    product stays <= ``max_precond_dim``; dimensions above it get no factor. ``data_format``
+    ``'channels_last'`` reads merged 4-D weights as ``[out, kh, kw, in]``.
+
+    The reference fixes ``shampoo_beta`` and ``precondition_frequency`` per parameter at its first
+    step; here they are read from the param group at every step (the same unless a group is edited).
+    """
+
+    def __init__(self, params, lr=3e-3, betas=(0.95, 0.95), shampoo_beta=-1, eps=1e-8, weight_decay=0.01,
+                 precondition_frequency=10, max_precond_dim=10000, merge_dims=False, precondition_1d=False,
+                 normalize_grads=False, data_format="channels_first", correct_bias=True, *, compile=False):
+        betas = tuple(betas) if isinstance(betas, list) else betas
+        super().__init__(params, reference_chain(betas), compile=compile, lr=lr, betas=betas,
+                         shampoo_beta=shampoo_beta, eps=eps, weight_decay=weight_decay,
+                         precondition_frequency=precondition_frequency, max_precond_dim=max_precond_dim,
+                         merge_dims=merge_dims, precondition_1d=precondition_1d, normalize_grads=normalize_grads,
+                         data_format=data_format, correct_bias=correct_bias)

@@ -24,6 +24,27 @@ SOAP's own step ``t`` counts from 1 at the step after initialisation; schedules 
 hyperparameters are evaluated at it. ``max_precond_dim``, ``merge_dims``, ``precondition_1d`` and
 ``data_format`` decide which factors exist and their shapes, so they cannot be schedules.
 
+Two conventions. The equations above are HeavyBall 0.8.1's (the defaults). The SOAP reference
+(github.com/nikhilvyas/SOAP, ``soap.py``) differs in four places, each a constructor option:
+
+    option              HeavyBall 0.8.1 (default)             SOAP reference
+    init                "outer": GG_i = G_(i) G_(i)^T,         "ema": GG_i = (1 - β_s) G_(i) G_(i)^T
+                        Q_i = eigh, then one refresh            (the EMA from zero), Q_i = eigh
+    eps_mode            "max": max(sqrt(v), eps)                "add": sqrt(v) + eps
+    bias_correction     "betas": debiased b̂1, b̂2 (and β_s      "step_size": raw b1, b2 (and β_s = b2);
+                        = b̂2) in the moments                   u *= sqrt(1 - b2^t) / (1 - b1^t) after
+                                                                ``normalize_grads`` (Adam's step size)
+    merge               "trailing": dimension 0 apart, the      "leading": all dimensions from the
+                        others merged from the back while       front while the product stays
+                        the product stays < max_precond_dim     <= max_precond_dim (a small matrix
+                                                                becomes one vector: [3, 4] -> [12])
+
+With ``merge="leading"``, ``data_format="channels_last"`` reads 4-D weights as ``[out, kh, kw, in]``:
+they are merged (and their moments kept) as ``[out, in, kh, kw]``. ``bias_correction`` applies
+only with ``correct_bias``; without it both conventions use raw betas and no step-size factor.
+(The reference also decays the weights after the update, ``p = (p - lr_t u)(1 - lr wd)``:
+:class:`decay_after_update`.)
+
 Range. Every entry of ``G_(i) G_(i)^T`` and of ``rot(g)²`` is at most ``‖g‖²`` (Cauchy-Schwarz;
 ``rot`` is orthogonal), so ``GG_i`` and ``v``, convex combinations of them, are too. A gradient
 with ``‖g‖² > L = finfo.max / 2^32`` (fp32: ``‖g‖ > 2^48 ≈ 2.8e14``, far beyond any trained
@@ -51,8 +72,8 @@ from typing import Any
 
 import torch
 
-from ..core import (Bucket, Elements, Fresh, Hyper, Schedule, Slot, Transform, betas_pair, boolean, positive,
-                    positive_int, unit_interval, zeros_state)
+from ..core import (Bucket, Elements, Fresh, Hyper, Schedule, Slot, Transform, betas_pair, boolean, compute_dtype,
+                    finite, non_negative, positive, positive_int, unit_interval, zeros_state)
 from .moments import beta_debias
 from .sharded import owner_computes
 
@@ -137,12 +158,21 @@ class precond_schedule(Schedule):  # noqa: N801
 # --------------------------------------------------------------------------- shapes
 
 
-def merged_shape(shape: tuple[int, ...], max_precond_dim: int, merge_dims: bool) -> tuple[int, ...]:
-    """Merge trailing dimensions greedily from the back while their product stays below
-    ``max_precond_dim``, keeping dimension 0 apart (fan-out is never folded into fan-in):
-    ``[128, 64, 3, 3] -> [128, 576]``. 1-D and 0-D shapes are kept."""
+def merged_shape(shape: tuple[int, ...], max_precond_dim: int, merge_dims: bool,
+                 merge: str = "trailing") -> tuple[int, ...]:
+    """``merge="trailing"`` (HeavyBall): merge trailing dimensions greedily from the back while
+    their product stays below ``max_precond_dim``, keeping dimension 0 apart (fan-out is never
+    folded into fan-in): ``[128, 64, 3, 3] -> [128, 576]``. 1-D and 0-D shapes are kept.
+
+    ``merge="leading"`` (the SOAP reference): merge greedily from the front, dimension 0
+    included, while the product stays ``<= max_precond_dim``; a dimension above it stays alone
+    and size-1 dimensions vanish: ``[128, 64, 3, 3] -> [8192, 9]`` with 10000, ``[3, 4] -> [12]``."""
     shape = tuple(shape)
-    if not merge_dims or len(shape) <= 1:
+    if not merge_dims:
+        return shape
+    if merge == "leading":
+        return _merged_leading(shape, max_precond_dim)
+    if len(shape) <= 1:
         return shape
     groups: list[int] = []
     current = 1
@@ -161,15 +191,45 @@ def merged_shape(shape: tuple[int, ...], max_precond_dim: int, merge_dims: bool)
     return (shape[0], *reversed(groups))
 
 
-def _layout(p: torch.Tensor, group: dict) -> tuple[tuple[int, ...], tuple[bool, ...]]:
-    """(merged shape, which of its dimensions get a factor). Reads the group directly: these
-    values are never schedules (``Hyper(fixed=True)``)."""
+def _merged_leading(shape: tuple[int, ...], max_dim: int) -> tuple[int, ...]:
+    groups: list[int] = []
+    current = 1
+    for size in shape:
+        if current * size <= max_dim:
+            current *= size
+        elif current > 1:
+            groups.append(current)
+            current = size
+        else:
+            groups.append(size)
+    if current > 1 or not groups:
+        groups.append(current)
+    return tuple(groups)
+
+
+_CHANNELS_LAST = (0, 3, 1, 2)  # [out, kh, kw, in] -> [out, in, kh, kw]
+_CHANNELS_LAST_BACK = (0, 2, 3, 1)
+
+
+def _layout(p: torch.Tensor, group: dict, merge: str = "trailing") -> tuple:
+    """(merged shape, which of its dimensions get a factor, the permutation applied before merging
+    or ``None``). Reads the group directly: these values are never schedules (``Hyper(fixed=True)``)."""
     max_dim = group["max_precond_dim"]
     if p.dim() <= 1:
         n = p.numel()
-        return (n,), ((group["precondition_1d"] and n <= max_dim),)
-    shape = merged_shape(p.shape, max_dim, group["merge_dims"])
-    return shape, tuple(d <= max_dim for d in shape)
+        return (n,), ((group["precondition_1d"] and n <= max_dim),), None
+    perm = None
+    shape = tuple(p.shape)
+    if group["merge_dims"] and p.dim() == 4 and group["data_format"] == "channels_last":
+        perm = _CHANNELS_LAST
+        shape = tuple(shape[k] for k in perm)
+    shape = merged_shape(shape, max_dim, group["merge_dims"], merge)
+    return shape, tuple(d <= max_dim for d in shape), perm
+
+
+def _moment_shape(p: torch.Tensor, perm) -> tuple[int, ...] | None:
+    """The moments' shape: the parameter's (``None``), or its channels-first permutation."""
+    return None if perm is None else tuple(p.shape[k] for k in perm)
 
 
 # --------------------------------------------------------------------------- batched linear algebra
@@ -229,12 +289,12 @@ def _refresh_(gg: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return torch.stack(orders)
 
 
-def _stack(updates: list[torch.Tensor], idx: list[int], shape) -> torch.Tensor:
+def _stack(updates: list[torch.Tensor], idx: list[int], shape, perm=None) -> torch.Tensor:
     """The gradients ``idx`` as one ``[B, *shape]`` tensor, each multiplied by the power of two
     ``s <= 1`` that brings ``‖s g‖²`` under ``L`` (the module docstring's range; ``s = 1``, an exact
     no-op, for every ordinary gradient). Computed on the device, with no synchronisation: where the
     norm itself overflows, ``‖g‖ <= sqrt(n) finfo.max`` gives the ``s`` that fits any finite g."""
-    parts = [updates[j].reshape(shape) for j in idx]
+    parts = [(updates[j] if perm is None else updates[j].permute(perm)).reshape(shape) for j in idx]
     g = parts[0][None] if len(parts) == 1 else torch.stack(parts)
     finfo = torch.finfo(g.dtype)
     half_log2_limit = 0.5 * (math.log2(finfo.max) - 32)
@@ -258,8 +318,10 @@ def _update_factor_(gg: torch.Tensor, x: torch.Tensor, i: int, beta: float) -> N
 # --------------------------------------------------------------------------- the transform
 
 
-def _optional_unit(v: Any) -> str | None:
-    return None if v is None or unit_interval(v) is None else "None or a number in [0, 1)"
+def _shampoo_beta(v: Any) -> str | None:
+    if v is None or unit_interval(v) is None or (non_negative(v) is not None and finite(v) is None):
+        return None
+    return "None or a negative number (both: follow beta2; the SOAP reference's default is -1) or a number in [0, 1)"
 
 
 def _precond_dim(v: Any) -> str | None:
@@ -275,7 +337,18 @@ def _as_tuple(v: Any) -> Any:
 
 def _data_format(v: Any) -> str | None:
     return None if v == "channels_first" else (
-        "'channels_first' (torch conv weights are [out, in, kh, kw] whatever their memory format)")
+        "'channels_first' (torch conv weights are [out, in, kh, kw] whatever their memory format; "
+        "'channels_last' for [out, kh, kw, in] weights needs soap_precondition(merge='leading'), "
+        "the SOAP reference's merging rule)")
+
+
+def _data_format_leading(v: Any) -> str | None:
+    return None if v in ("channels_first", "channels_last") else (
+        "'channels_first' or 'channels_last' (4-D weights [out, kh, kw, in], merged as [out, in, kh, kw])")
+
+
+_OPTIONS = {"init": ("outer", "ema"), "eps_mode": ("max", "add"), "bias_correction": ("betas", "step_size"),
+            "merge": ("trailing", "leading")}
 
 
 class soap_precondition(Transform):  # noqa: N801 - optax-style transform name
@@ -291,6 +364,12 @@ class soap_precondition(Transform):  # noqa: N801 - optax-style transform name
 
     Every value may be a schedule, evaluated at SOAP's step t, except the layout ones
     (``max_precond_dim``, ``merge_dims``, ``precondition_1d``, ``data_format``: ``Hyper(fixed=True)``).
+    A negative ``shampoo_beta`` means None (the reference's default is -1).
+
+    The keyword-only options choose between HeavyBall 0.8.1's conventions (the defaults) and the
+    SOAP reference's (``init="ema", eps_mode="add", bias_correction="step_size", merge="leading"``);
+    the module docstring lists what each changes. They shape the transform, so they are
+    constructor arguments, not param-group values.
     """
 
     name = "soap_precondition"
@@ -299,33 +378,49 @@ class soap_precondition(Transform):  # noqa: N801 - optax-style transform name
     def __init__(self, refresh: Schedule | None = None, betas=(0.9, 0.95), eps: float = 1e-8,
                  shampoo_beta: float | None = None, max_precond_dim: int = 2048, merge_dims: bool = True,
                  precondition_1d: bool = False, normalize_grads: bool = False, correct_bias: bool = True,
-                 data_format: str = "channels_first", first_moment: bool = True):
+                 data_format: str = "channels_first", first_moment: bool = True, *, init: str = "outer",
+                 eps_mode: str = "max", bias_correction: str = "betas", merge: str = "trailing"):
         self.refresh = refresh if refresh is not None else every()
         self.first_moment = first_moment
+        self.options = {"init": init, "eps_mode": eps_mode, "bias_correction": bias_correction, "merge": merge}
+        for name, value in self.options.items():
+            if value not in _OPTIONS[name]:
+                raise ValueError(f"soap_precondition: {name} must be one of {_OPTIONS[name]}, got {value!r}")
+        self.init_mode, self.eps_mode, self.bias_correction, self.merge = init, eps_mode, bias_correction, merge
         self.hyperparams = {
             "betas": Hyper(_as_tuple(betas), betas_pair),
             "eps": Hyper(eps, positive),
-            "shampoo_beta": Hyper(shampoo_beta, _optional_unit),
+            "shampoo_beta": Hyper(shampoo_beta, _shampoo_beta),
             "max_precond_dim": Hyper(max_precond_dim, _precond_dim, fixed=True),
             "merge_dims": Hyper(merge_dims, boolean, fixed=True),
             "precondition_1d": Hyper(precondition_1d, boolean, fixed=True),
             "normalize_grads": Hyper(normalize_grads, boolean),
             "correct_bias": Hyper(correct_bias, boolean),
-            "data_format": Hyper(data_format, _data_format, fixed=True),
+            "data_format": Hyper(data_format, _data_format_leading if merge == "leading" else _data_format,
+                                 fixed=True),
             **self.refresh.hyperparams,
         }
 
-    def __repr__(self) -> str:
-        return f"{self.name}(refresh={type(self.refresh).__name__}, first_moment={self.first_moment})"
+    def __repr__(self) -> str:  # non-default options only: state dicts record this signature
+        options = "".join(f", {k}={v}" for k, v in self.options.items() if v != _OPTIONS[k][0])
+        return f"{self.name}(refresh={type(self.refresh).__name__}, first_moment={self.first_moment}{options})"
 
     # -- state ---------------------------------------------------------------------------
 
     def slots(self, bucket: Bucket) -> dict:
-        """Moments (parameter-shaped), and per preconditioned dimension i a factor ``GG<i>`` and
-        its eigenbasis ``Q<i>`` (``d_i x d_i``, made at the first step). Sharded parameters: all
-        on the matrix's owner only (sharded.py)."""
-        shape, pre = _layout(bucket.params[0], bucket.group)
-        moment = Slot(init=None if bucket.sharded is not None else zeros_state)
+        """Moments (parameter-shaped; a merged channels_last weight's as ``[out, in, kh, kw]``), and
+        per preconditioned dimension i a factor ``GG<i>`` and its eigenbasis ``Q<i>`` (``d_i x d_i``,
+        made at the first step). Sharded parameters: all on the matrix's owner only (sharded.py)."""
+        p = bucket.params[0]
+        shape, pre, perm = _layout(p, bucket.group, self.merge)
+        moment_shape = _moment_shape(p, perm)
+        if bucket.sharded is not None:
+            make = None
+        elif moment_shape is None:
+            make = zeros_state
+        else:  # channels_last: the moments are kept in the merged (channels-first) order
+            make = lambda p: torch.zeros(moment_shape, dtype=compute_dtype(p.dtype), device=p.device)  # noqa: E731
+        moment = Slot(shape=moment_shape, init=make)
         out = {"exp_avg": moment, "exp_avg_sq": moment} if self.first_moment else {"exp_avg_sq": moment}
         for i, (d, on) in enumerate(zip(shape, pre)):
             if on:
@@ -337,7 +432,7 @@ class soap_precondition(Transform):  # noqa: N801 - optax-style transform name
     def _classes(self, bucket: Bucket) -> dict[tuple, list[int]]:
         classes: dict[tuple, list[int]] = {}
         for i, p in enumerate(bucket.params):
-            classes.setdefault(_layout(p, bucket.group), []).append(i)
+            classes.setdefault(_layout(p, bucket.group, self.merge), []).append(i)
         return classes
 
     def update(self, updates, bucket):
@@ -349,13 +444,18 @@ class soap_precondition(Transform):  # noqa: N801 - optax-style transform name
         t = bucket.step - 1  # SOAP's step: the first call only initialises
         classes = self._classes(bucket)
         if t == 0:
-            for (shape, pre), idx in classes.items():
-                g = _stack(updates, idx, shape)
+            # "ema": the factors' EMA from zero, with the weight it would have at SOAP's step 1
+            weight = 1 - self._betas(bucket, 1)[2] if self.init_mode == "ema" else 1.0
+            for (shape, pre, perm), idx in classes.items():
+                g = _stack(updates, idx, shape, perm)
                 for i, on in enumerate(pre):
                     if on:
                         gg = _outer(g, i)
+                        if weight != 1.0:
+                            gg.mul_(weight)
                         q = _eigenbasis(gg).contiguous()
-                        _refresh_(gg, q)
+                        if self.init_mode == "outer":
+                            _refresh_(gg, q)
                         self._store(bucket, idx, f"GG{i}", gg)
                         self._store(bucket, idx, f"Q{i}", q)
             return None
@@ -363,24 +463,35 @@ class soap_precondition(Transform):  # noqa: N801 - optax-style transform name
         def hp(name):  # every value through the bucket: schedules evaluated at SOAP's step
             return bucket.hp(name, step=t)
 
-        b1, b2 = hp("betas")
-        if hp("correct_bias"):
-            b1, b2 = beta_debias(b1, t), beta_debias(b2, t)
-        shampoo = hp("shampoo_beta")
-        shampoo = b2 if shampoo is None else shampoo
+        b1, b2, shampoo = self._betas(bucket, t)
         refresh = self.refresh.at(t, {**bucket.group, **{n: hp(n) for n in self.refresh.hyperparams}})
         eps = hp("eps")
 
         out: list[torch.Tensor] = [None] * len(updates)  # type: ignore[list-item]
-        for (shape, pre), idx in classes.items():
-            u = self._step_class(bucket, idx, shape, pre, _stack(updates, idx, shape), b1, b2, eps,
+        for (shape, pre, perm), idx in classes.items():
+            u = self._step_class(bucket, idx, shape, pre, _stack(updates, idx, shape, perm), b1, b2, eps,
                                  shampoo, refresh)
             for k, j in enumerate(idx):
-                out[j] = u[k].view(updates[j].shape)
+                if perm is None:
+                    out[j] = u[k].view(updates[j].shape)
+                else:
+                    out[j] = u[k].view(_moment_shape(updates[j], perm)).permute(_CHANNELS_LAST_BACK)
         if hp("normalize_grads"):
             rms = torch._foreach_norm(out)
             out = [u / (1e-30 + r / math.sqrt(max(u.numel(), 1))) for u, r in zip(out, rms)]
+        if self.bias_correction == "step_size" and hp("correct_bias"):  # Adam's step size, after normalizing
+            torch._foreach_mul_(out, math.sqrt(1 - b2**t) / (1 - b1**t))
         return Fresh(out)  # slices of this step's temporaries: the next transform may overwrite them
+
+    def _betas(self, bucket: Bucket, t: int) -> tuple[float, float, float]:
+        """(b1, b2, β_s) of the moments and factors at SOAP's step ``t``: debiased betas with
+        ``bias_correction="betas"`` and ``correct_bias``, else raw ones; β_s = shampoo_beta, or b2
+        when it is None or negative."""
+        b1, b2 = bucket.hp("betas", step=t)
+        if self.bias_correction == "betas" and bucket.hp("correct_bias", step=t):
+            b1, b2 = beta_debias(b1, t), beta_debias(b2, t)
+        shampoo = bucket.hp("shampoo_beta", step=t)
+        return b1, b2, b2 if shampoo is None or shampoo < 0 else shampoo
 
     def _step_class(self, bucket, idx, shape, pre, g, b1, b2, eps, shampoo, refresh) -> torch.Tensor:
         """One step for the parameters ``idx`` of one merged shape, whose gradients are the stack ``g``
@@ -390,7 +501,7 @@ class soap_precondition(Transform):  # noqa: N801 - optax-style transform name
         g_rot = _rotate(g, qs, back=False)
         v = self._stacked(bucket, idx, "exp_avg_sq", shape)
         v.mul_(b2).addcmul_(g_rot, g_rot, value=1 - b2)
-        denom = v.sqrt().clamp_min_(eps)
+        denom = v.sqrt().add_(eps) if self.eps_mode == "add" else v.sqrt().clamp_min_(eps)
         m = None
         if self.first_moment:  # m is kept in the eigenbasis: rot(m) = b̂1 rot(m) + (1 - b̂1) rot(g)
             m = self._stacked(bucket, idx, "exp_avg", shape)
