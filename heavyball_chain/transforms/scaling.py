@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from ..core import Fresh, Hyper, Transform, non_negative, non_negative_int
+from ..core import Fresh, Hyper, Transform, non_negative, non_negative_int, positive
 
-__all__ = ["add_decayed_weights", "scale_by_learning_rate", "warmed_up_lr", "lr_hyperparams"]
+__all__ = ["add_decayed_weights", "decay_after_update", "scale_by_learning_rate", "warmed_up_lr", "lr_hyperparams"]
 
 
 class add_decayed_weights(Transform):  # noqa: N801 - optax-style transform name
@@ -15,15 +15,28 @@ class add_decayed_weights(Transform):  # noqa: N801 - optax-style transform name
     Followed by ``scale_by_learning_rate`` this is ``p = p (1 - lr wd) - lr u``: weights shrink.
     (HeavyBall 0.8.1 passes a negative step size to its decay and multiplies by ``1 + lr wd``.)
     Reads ``weight_decay``.
+
+    With ``lr0`` (a number > 0, usually the constructor's lr) the decay is ``u = u + (wd / lr0) p``,
+    so after ``-lr`` the weights shrink by ``wd * lr_t / lr0``: the schedule multiplier
+    ``eta_t = lr_t / lr0`` of Loshchilov & Hutter's AdamW times ``wd``, independent of the base lr
+    (lion-pytorch's ``decoupled_weight_decay=True``). ``lr0`` is a constant of the chain, not a
+    hyperparameter: editing ``param_groups`` does not change it.
     """
 
     name = "add_decayed_weights"
 
-    def __init__(self, weight_decay: float = 0.0):
+    def __init__(self, weight_decay: float = 0.0, *, lr0: float | None = None):
         self.hyperparams = {"weight_decay": Hyper(weight_decay, non_negative)}
+        if lr0 is not None and positive(lr0) is not None:
+            raise ValueError(f"lr0: expected None or {positive(lr0)}, got {lr0!r}")
+        self.lr0 = lr0
+
+    def _decay(self, bucket) -> float:
+        wd = bucket.hp("weight_decay")
+        return wd if self.lr0 is None else wd / self.lr0
 
     def update(self, updates, bucket):
-        wd = bucket.hp("weight_decay")
+        wd = self._decay(bucket)
         if wd == 0:
             return updates
         if isinstance(updates, Fresh):
@@ -32,10 +45,13 @@ class add_decayed_weights(Transform):  # noqa: N801 - optax-style transform name
         return Fresh(torch._foreach_add(updates, bucket.params_compute(), alpha=wd))
 
     def fuse(self, bucket):
-        return (bucket.hp("weight_decay"),)
+        return (self._decay(bucket),)
 
     def fused(self, u, p, state, s):
         return u + s[0] * p.to(u.dtype)
+
+    def __repr__(self):
+        return "add_decayed_weights(weight_decay)" if self.lr0 is None else "add_decayed_weights(weight_decay / lr0)"
 
 
 def lr_hyperparams(lr, warmup_steps) -> dict[str, Hyper]:
@@ -45,8 +61,10 @@ def lr_hyperparams(lr, warmup_steps) -> dict[str, Hyper]:
 
 def warmed_up_lr(bucket):
     """``lr_t = lr * min(t / warmup_steps, 1)``; ``warmup_steps=0`` means no warmup. A tensor lr
-    stays a tensor (no host synchronisation)."""
+    stays a tensor (no host synchronisation), seen as 0-d (torch.optim also takes a ``(1,)`` lr)."""
     lr = bucket.hp("lr")
+    if isinstance(lr, torch.Tensor) and lr.dim():
+        lr = lr.reshape(())
     warmup = bucket.hp("warmup_steps")
     if warmup > 0 and bucket.step < warmup:  # a tensor in fp64, as Python computes with a float lr
         return (lr.to(torch.float64) if isinstance(lr, torch.Tensor) else lr) * (bucket.step / warmup)
@@ -78,3 +96,49 @@ class scale_by_learning_rate(Transform):  # noqa: N801
 
     def fused(self, u, p, state, s):
         return u * s[0]
+
+
+class decay_after_update(Transform):  # noqa: N801 - optax-style transform name
+    """Decoupled weight decay of the *updated* weights, as the SOAP reference applies it
+    (Vyas et al. 2024, arXiv 2409.11321; its ``p.add_(p, alpha=-lr * wd)`` after ``p.add_(u)``):
+
+        u = u - lr wd (p + u),   so that   p + u = (p + u_in) (1 - lr wd)
+
+    It goes after ``scale_by_learning_rate`` (``u_in`` is the step already scaled by ``-lr_t``)
+    and before the apply transform. ``add_decayed_weights`` decays the weights of before the
+    update, ``p (1 - lr wd) + u_in``; the two differ by ``lr wd u_in``, a second-order term.
+    ``lr`` is the group's (no warmup), as the reference's decay uses. Reads ``lr`` and
+    ``weight_decay``.
+    """
+
+    name = "decay_after_update"
+
+    def __init__(self, lr: float = 1e-3, weight_decay: float = 0.0):
+        self.hyperparams = {"lr": Hyper(lr, non_negative, tensor=True),
+                            "weight_decay": Hyper(weight_decay, non_negative)}
+
+    def _factor(self, bucket):
+        lr = bucket.hp("lr")
+        wd = bucket.hp("weight_decay")
+        if isinstance(lr, torch.Tensor):  # stays on the device (no synchronisation); 0-d for the foreach ops
+            lr = lr.reshape(()).to(torch.float64)
+        return None if wd == 0 else -lr * wd
+
+    def update(self, updates, bucket):
+        c = self._factor(bucket)
+        if c is None:
+            return updates
+        decay = torch._foreach_add(bucket.params_compute(), updates)  # p + u
+        torch._foreach_mul_(decay, c)
+        if isinstance(updates, Fresh):
+            torch._foreach_add_(updates, decay)
+            return updates
+        torch._foreach_add_(decay, updates)
+        return Fresh(decay)
+
+    def fuse(self, bucket):
+        c = self._factor(bucket)
+        return (0.0 if c is None else c,)
+
+    def fused(self, u, p, state, s):
+        return u + s[0] * (p.to(u.dtype) + u)

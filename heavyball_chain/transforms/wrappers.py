@@ -20,7 +20,7 @@ import torch
 
 from ..core import Bucket, Hyper, Slot, Transform, _merge_into, non_negative_int, run_at_steps
 
-__all__ = ["identity", "scale", "masked", "partition", "apply_if_finite", "multi_steps"]
+__all__ = ["identity", "scale", "masked", "partition", "apply_if_finite", "multi_steps", "renamed"]
 
 
 class identity(Transform):  # noqa: N801 - optax-style transform name
@@ -337,3 +337,78 @@ class multi_steps(_Wrapper):  # noqa: N801
 
     def __repr__(self):
         return f"multi_steps({self.inner!r}, k={self.k})".replace("\n", "\n  ")
+
+
+# --------------------------------------------------------------------------- renaming hyperparameters
+
+
+class renamed(Transform):  # noqa: N801
+    """``t`` reading some of its hyperparameters from the param group under other names:
+    ``renamed(add_decayed_weights(0.1), weight_decay="weight_decay_1d")`` decays by the group's
+    ``weight_decay_1d``. This is how two branches of a ``partition`` get different values of one
+    hyperparameter within a param group (MARS's ``betas_1d`` and ``weight_decay_1d`` for the
+    parameters it updates by AdamW). ``t``'s state, step and math are unchanged.
+    """
+
+    name = "renamed"
+
+    def __init__(self, t: Transform, **names: str):
+        if not isinstance(t, Transform):
+            raise TypeError(f"renamed: expected a heavyball_chain Transform, got {type(t).__name__}")
+        declared = t.declared()
+        unknown = sorted(set(names) - set(declared))
+        if unknown:
+            raise ValueError(f"renamed: {t.name} does not read {', '.join(map(repr, unknown))}; it reads "
+                             f"{sorted(declared)}")
+        for inner, outer in names.items():
+            if not isinstance(outer, str) or not outer:
+                raise TypeError(f"renamed: the new name for {inner!r} must be a non-empty string, got {outer!r}")
+        outers = [names.get(k, k) for k in declared]
+        if len(set(outers)) != len(outers):
+            raise ValueError(f"renamed: two hyperparameters of {t.name} would be read under one name: {names}")
+        self.inner = t
+        self.names = dict(names)
+        self.hyperparams = {names.get(k, k): h for k, h in declared.items()}
+        self.writes_params = t.writes_params
+        self.supports_complex = t.supports_complex
+        self.fused_state = t.fused_state
+
+    def declared(self):
+        return dict(self.hyperparams)
+
+    def children(self):
+        return [("inner", self.inner)]
+
+    def _view(self, bucket: Bucket) -> Bucket:
+        group = dict(bucket.group)
+        hypers = dict(bucket.hypers) if bucket.hypers is not None else {}
+        for inner, outer in self.names.items():
+            group[inner] = bucket.group[outer]
+            hypers[inner] = self.hyperparams[outer]
+        return bucket.replace(group=group, hypers=hypers)
+
+    def init(self, bucket):
+        self.inner.init(self._view(bucket))
+
+    def walk(self, bucket):
+        yield self, bucket
+        yield from self.inner.walk(self._view(bucket))
+
+    def state_layout(self, bucket):
+        return self.inner.state_layout(bucket)
+
+    def state_bytes(self, p, group):
+        return self.inner.state_bytes(p, group)
+
+    def update(self, updates, bucket):
+        return self.inner.update(updates, self._view(bucket))
+
+    def fuse(self, bucket):
+        return self.inner.fuse(self._view(bucket))
+
+    def fused(self, u, p, state, s):
+        return self.inner.fused(u, p, state, s)
+
+    def __repr__(self):
+        names = ", ".join(f"{k}={v!r}" for k, v in self.names.items())
+        return f"renamed({self.inner!r}, {names})".replace("\n", "\n  ")
