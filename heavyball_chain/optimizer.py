@@ -455,9 +455,10 @@ class ChainOptimizer(torch.optim.Optimizer):
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
-        state["transform"] = self.transform
+        for name, value in self.__dict__.items():  # the chain, compile, and a preset's own attributes
+            if not name.startswith("_"):
+                state.setdefault(name, value)
         state["_hyperparams"] = self._hyperparams
-        state["compile"] = self.compile
         state.pop("_fuser", None)  # compiled kernels are rebuilt, not pickled
         state.pop("_checked_values", None)  # keyed by object ids: not valid in another process
         return state

@@ -164,16 +164,34 @@ def bench(args) -> int:
     return 0
 
 
+def _state_bytes_per_element(name: str, p: torch.nn.Parameter) -> str:
+    """State bytes per element of ``p`` under preset ``name``; '-' where it refuses ``p`` (Muon: 2-D only)."""
+    cls = getattr(presets, name)
+    try:
+        if name == "MuonWithAdamW":  # takes a model: the matrix is a hidden layer, the vector its bias
+            model = torch.nn.Linear(512, 512)
+            opt = cls(model)
+            p = model.weight if p.dim() == 2 else model.bias
+        else:
+            opt = cls([p])
+    except (TypeError, ValueError):
+        return "-"
+    group = next(g for g in opt.param_groups if any(q is p for q in g["params"]))
+    return f"{opt.transform.state_bytes(p, group) / p.numel():.2f}"
+
+
 def list_presets(args) -> int:
     matrix = torch.nn.Parameter(torch.zeros(512, 512))
     vector = torch.nn.Parameter(torch.zeros(512))
     print(f"{'preset':34s} {'B/param 512x512':>16s} {'B/param vector':>15s}")
-    for name in presets.__all__:
-        opt = getattr(presets, name)([matrix, vector])
-        per_matrix = opt.transform.state_bytes(matrix, opt.param_groups[0]) / matrix.numel()
-        per_vector = opt.transform.state_bytes(vector, opt.param_groups[0]) / vector.numel()
-        print(f"{name:34s} {per_matrix:16.2f} {per_vector:15.2f}")
-        print("  " + repr(opt.transform).replace("\n", "\n  "))
+    for family, names in (("HeavyBall 0.8.1's optimizers", presets.HEAVYBALL),
+                          ("drop-ins for their references", [*presets.STANDARD, "MuonWithAdamW"])):
+        print(f"# {family}")
+        for name in names:
+            print(f"{name:34s} {_state_bytes_per_element(name, matrix):>16s} "
+                  f"{_state_bytes_per_element(name, vector):>15s}")
+            opt = getattr(presets, name)(torch.nn.Linear(2, 2) if name == "MuonWithAdamW" else [matrix])
+            print("  " + repr(opt.transform).replace("\n", "\n  "))
     return 0
 
 

@@ -30,7 +30,7 @@ def run(task_name: str, optimizer: str, steps: int, lr: float | None, seed: int,
     task = make_task(task_name, seed, text)
     lr = lr_factor * (lr if lr is not None else default_lr(optimizer) * task.lr_scale)
     params = [p for p in task.model.parameters() if p.requires_grad]
-    opt = make_optimizer(optimizer, params, lr, compile)
+    opt = make_optimizer(optimizer, task.model, lr, compile)
     n_params = sum(p.numel() for p in params)
     losses: list[float] = []
     seconds: list[float] = []

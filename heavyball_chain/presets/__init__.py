@@ -1,8 +1,24 @@
-"""Named optimizers: HeavyBall's class names and arguments, each a short chain."""
+"""Named optimizers, each a short chain, in two families (docs/presets.md):
+
+* ``HEAVYBALL``: HeavyBall 0.8.1's class names, arguments and defaults (``ForeachAdamW``, ...).
+* ``STANDARD``: drop-in replacements for the optimizers people use every day, with their
+  reference's class name, signature, defaults and numbers: torch.optim 2.13's (``SGD``, ``Adam``,
+  ... ``Muon``), ``Lion`` (lion-pytorch), ``AdamWScheduleFree`` (schedulefree), ``SOAP`` (the
+  reference implementation), ``ADOPT`` (the paper's), ``AdEMAMix`` and ``MARS`` (their official
+  code).
+
+``MuonWithAdamW`` takes a model and routes its hidden matrices to Muon and the rest to AdamW.
+"""
 
 from .adam_family import ForeachADOPT, ForeachAdamW, ForeachLaProp
-from .schedule_free import ForeachSFAdamW, PaLMForeachSFAdamW
+from .ademamix import AdEMAMix
+from .adopt import ADOPT
+from .lion import Lion
+from .mars import MARS
+from .muon_adamw import MuonWithAdamW
+from .schedule_free import AdamWScheduleFree, ForeachSFAdamW, PaLMForeachSFAdamW
 from .soap import (
+    SOAP,
     ForeachSOAP,
     PaLMForeachSOAP,
     PalmForEachSoap,
@@ -12,9 +28,11 @@ from .soap import (
     PrecondScheduleSFPaLMSOAP,
     SFPaLMForeachSOAP,
 )
+from .torch_adam import Adam, Adamax, AdamW, NAdam, RAdam
+from .torch_classic import SGD, Adagrad, RMSprop
+from .torch_matrix import Adafactor, Muon
 
-# The named optimizers (aliases excluded: PalmForEachSoap, PrecondScheduleSFPaLMSOAP).
-__all__ = [
+HEAVYBALL = [
     "ForeachADOPT",
     "ForeachAdamW",
     "ForeachLaProp",
@@ -27,4 +45,10 @@ __all__ = [
     "PrecondScheduleSFPaLMForeachSOAP",
     "SFPaLMForeachSOAP",
 ]
+STANDARD = [
+    "SGD", "Adam", "AdamW", "NAdam", "RAdam", "Adamax", "RMSprop", "Adagrad", "Adafactor", "Muon",
+    "Lion", "AdamWScheduleFree", "SOAP", "ADOPT", "AdEMAMix", "MARS",
+]
+# The named optimizers (aliases excluded: PalmForEachSoap, PrecondScheduleSFPaLMSOAP), and the helper.
+__all__ = [*HEAVYBALL, *STANDARD, "MuonWithAdamW"]
 ALIASES = {"PalmForEachSoap": PaLMForeachSOAP, "PrecondScheduleSFPaLMSOAP": PrecondScheduleSFPaLMForeachSOAP}

@@ -5,13 +5,38 @@ from __future__ import annotations
 
 import torch
 
+import heavyball_chain as hc
+
 STEPS = 6
 GLOBAL_BATCH = 16
 # Presets run at their defaults; SOAP with max_precond_dim=16 so that every Kronecker factor it
 # keeps is full rank from the first gradient (see Model).
 KWARGS: dict[str, dict] = {name: {"max_precond_dim": 16} for name in (
     "ForeachSOAP", "PaLMForeachSOAP", "PrecondScheduleForeachSOAP", "PrecondSchedulePaLMForeachSOAP",
-    "SFPaLMForeachSOAP", "PrecondScheduleSFPaLMForeachSOAP")}
+    "SFPaLMForeachSOAP", "PrecondScheduleSFPaLMForeachSOAP", "SOAP")}
+# Defaults, except where 6 steps at the default lr would move the weights too little to compare.
+KWARGS.update(SGD={"lr": 0.02, "momentum": 0.9}, Lion={"lr": 1e-3}, RAdam={"lr": 3e-3})
+# The largest move of one step, in units of lr, for the bound of the bf16 test: 1 for the
+# sign-like adaptive steps (|m̂ / √v̂| <= 1 roughly); RMSprop's first step divides g by
+# √(1 - alpha) |g| = 0.1 |g|, a move of 10 lr.
+STEP_IN_LR = {"RMSprop": 10.0}
+# Every preset, with Muon through MuonWithAdamW: torch's Muon takes only 2-D parameters and the
+# model has biases and a conv kernel (which MuonWithAdamW gives to AdamW).
+NAMES = [*hc.presets.HEAVYBALL, *(n for n in hc.presets.STANDARD if n != "Muon"), "MuonWithAdamW"]
+
+
+def make_opt(name, model, **kwargs):
+    """Preset ``name`` over ``model`` (MuonWithAdamW takes the model itself: it routes by module)."""
+    kwargs = {**KWARGS.get(name, {}), **kwargs}
+    cls = getattr(hc, name)
+    return cls(model, **kwargs) if name == "MuonWithAdamW" else cls(model.parameters(), **kwargs)
+
+
+def lr_of(name) -> float:
+    """The lr the distributed runs use for ``name``."""
+    import inspect
+
+    return KWARGS.get(name, {}).get("lr", inspect.signature(getattr(hc, name)).parameters["lr"].default)
 
 
 class Model(torch.nn.Module):

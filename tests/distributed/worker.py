@@ -37,7 +37,7 @@ def full(model):
             for n, p in model.named_parameters()}
 
 
-def references(cls, kwargs):
+def references(name):
     """The single-process runs the tests compare with, computed here so that they run in the
     same kind of process, with the same thread count and kernels, as the distributed runs:
     ``reference`` is fed the ranks' averaged gradients (common.train_averaged), ``full_batch``
@@ -45,14 +45,14 @@ def references(cls, kwargs):
     ``opt.eval()`` (schedule-free presets)."""
     out = {}
     model = common.make_model()
-    opt = cls(model.parameters(), **kwargs)
+    opt = common.make_opt(name, model)
     common.train_averaged(model, opt, common.STEPS, world=2)
     out["reference"] = full(model)
     if hasattr(opt, "eval"):
         opt.eval()
         out["reference_eval"] = full(model)
     model = common.make_model()
-    opt = cls(model.parameters(), **kwargs)
+    opt = common.make_opt(name, model)
     common.train(model, opt, common.STEPS)
     out["full_batch"] = full(model)
     return out
@@ -72,18 +72,16 @@ def run(rank: int, world: int, out: str, port: int) -> None:
     mesh = init_device_mesh("cpu", (world,))
     results = {"ddp": {}, "fsdp": {}, "fsdp_bf16": {}, "fsdp_eval": {}, "dcp": {}, "soap_owned": {},
                "reference": {}, "reference_eval": {}, "full_batch": {}, "threads": torch.get_num_threads()}
-    for name in hc.presets.__all__:
-        cls = getattr(hc, name)
-        kwargs = common.KWARGS.get(name, {})
+    for name in common.NAMES:
         # DDP: replicated parameters, averaged gradients
         model = common.make_model()
         ddp = DDP(model)
-        opt = cls(ddp.parameters(), **kwargs)
+        opt = common.make_opt(name, model)  # the DDP module's parameters
         common.train(ddp, opt, common.STEPS, rank, world)
         results["ddp"][name] = full(model)
         # FSDP2: parameters are DTensors sharded on dim 0
         model = shard(common.make_model(), mesh)
-        opt = cls(model.parameters(), **kwargs)
+        opt = common.make_opt(name, model)
         common.train(model, opt, common.STEPS, rank, world)
         if hasattr(opt, "eval"):
             opt.eval()
@@ -92,7 +90,7 @@ def run(rank: int, world: int, out: str, port: int) -> None:
         results["fsdp"][name] = full(model)
         if name in COMPILED:  # compile=True on the local shards
             model = shard(common.make_model(), mesh)
-            opt = cls(model.parameters(), compile=True, **kwargs)
+            opt = common.make_opt(name, model, compile=True)
             common.train(model, opt, common.STEPS, rank, world)
             results.setdefault("fsdp_compiled", {})[name] = full(model)
         owned = sum(any("soap/" in k for k in opt.state[p]) for p in model.parameters())
@@ -101,12 +99,12 @@ def run(rank: int, world: int, out: str, port: int) -> None:
         results["soap_owned"][name] = [int(c) for c in counts]
         # bf16 sharded parameters: stochastic rounding on the local shards
         model = shard(common.make_model(torch.bfloat16), mesh)
-        opt = cls(model.parameters(), **kwargs)
+        opt = common.make_opt(name, model)
         common.train(model, opt, common.STEPS, rank, world)
         results["fsdp_bf16"][name] = full(model)
         # distributed checkpoint: save after 3 steps, resume, compare with the uninterrupted run
         model = shard(common.make_model(), mesh)
-        opt = cls(model.parameters(), **kwargs)
+        opt = common.make_opt(name, model)
         common.train(model, opt, 3, rank, world)
         path = os.path.join(out, f"ckpt-{name}")
         dcp.save({"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, opt)},
@@ -114,7 +112,7 @@ def run(rank: int, world: int, out: str, port: int) -> None:
         common.train(model, opt, 3, rank, world, start=3)
         uninterrupted = full(model)
         model2 = shard(common.make_model(seed=7), mesh)
-        opt2 = cls(model2.parameters(), **kwargs)
+        opt2 = common.make_opt(name, model2)
         sd = {"model": get_model_state_dict(model2), "optim": get_optimizer_state_dict(model2, opt2)}
         dcp.load(sd, checkpoint_id=path)
         set_model_state_dict(model2, sd["model"])
@@ -122,7 +120,7 @@ def run(rank: int, world: int, out: str, port: int) -> None:
         common.train(model2, opt2, 3, rank, world, start=3)
         results["dcp"][name] = (uninterrupted, full(model2))
         # single-process references (both ranks compute them, so neither waits for the other)
-        for key, value in references(cls, kwargs).items():
+        for key, value in references(name).items():
             results[key][name] = value
     if rank == 0:
         torch.save(results, os.path.join(out, "results.pt"))
