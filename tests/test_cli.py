@@ -22,6 +22,15 @@ def cli(*args, cwd=None):
                           timeout=120, cwd=cwd)
 
 
+def in_process(capsys, *args):
+    """``heavyball-chain args`` run in this process (no interpreter and torch start-up, ~4 s each):
+    a CompletedProcess-like result with returncode, stdout and stderr."""
+    capsys.readouterr()
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, captured.out, captured.err)
+
+
 def table_rows(stdout: str) -> dict[tuple[str, str], list[str]]:
     """{(task, optimizer): cells} from the printed table."""
     rows, task = {}, None
@@ -40,9 +49,9 @@ def data_runs(out):
     return json.loads((out / "bench.json").read_text())["runs"]
 
 
-def test_bench_end_to_end(tmp_path):
+def test_bench_end_to_end(tmp_path, capsys):
     out = tmp_path / "out"
-    proc = cli(*TINY, "--out", str(out))
+    proc = in_process(capsys, *TINY, "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     rows = table_rows(proc.stdout)
     assert set(rows) == {(t, o) for t in TASKS for o in ("ForeachLaProp", "ForeachSOAP", "torch.SGD")}
@@ -107,8 +116,8 @@ def test_text_option(tmp_path, capsys):
     assert "charlm" in capsys.readouterr().out
 
 
-def test_list_shows_every_preset_with_its_chain():
-    proc = cli("list")
+def test_list_shows_every_preset_with_its_chain(capsys):
+    proc = in_process(capsys, "list")
     assert proc.returncode == 0, proc.stderr
     for name in hc.presets.__all__:
         assert f"\n{name} " in proc.stdout
@@ -205,11 +214,12 @@ def test_closed_stdout_ends_quietly(tmp_path):
     assert "Traceback" not in err and "BrokenPipeError" not in err, err
 
 
-def test_bench_compile_runs_presets_compiled_and_baselines_eagerly(tmp_path):
+def test_bench_compile_runs_presets_compiled_and_baselines_eagerly(tmp_path, capsys):
     """--compile: presets compile (same losses as eager up to fp32 rounding); torch baselines
     have no compiled form and say so once on stderr."""
     args = ["bench", "--tasks", "quadratic", "--optimizers", "ForeachAdamW,torch.SGD", "--steps", "6"]
-    eager, compiled = cli(*args, "--out", str(tmp_path / "e")), cli(*args, "--compile", "--out", str(tmp_path / "c"))
+    eager = in_process(capsys, *args, "--out", str(tmp_path / "e"))
+    compiled = in_process(capsys, *args, "--compile", "--out", str(tmp_path / "c"))
     assert eager.returncode == 0 and compiled.returncode == 0, compiled.stderr
     note = [line for line in compiled.stderr.splitlines() if line.startswith("note: --compile")]
     assert len(note) == 1 and "torch.SGD" in note[0] and "ForeachAdamW" not in note[0]

@@ -153,7 +153,7 @@ def test_fsdp2_schedule_free_eval(results, name):
     assert_params_close(results[0]["fsdp_eval"][name], results[0]["reference_eval"][name])
 
 
-@pytest.mark.parametrize("name", PRESETS)
+@pytest.mark.parametrize("name", common.STATE_KINDS)
 def test_fsdp2_bf16_tracks_fp32(results, name):
     """bf16 sharded parameters (stochastic rounding on the local shards) against the fp32
     single-process run. bf16 gradients differ from fp32 ones by ~0.4% (more where a component
@@ -170,14 +170,14 @@ def test_fsdp2_bf16_tracks_fp32(results, name):
         torch.testing.assert_close(got[n].float(), ref[n], rtol=0, atol=bound, msg=lambda m: f"{n}: {m}")
 
 
-@pytest.mark.parametrize("name", PRESETS)
+@pytest.mark.parametrize("name", common.STATE_KINDS)
 def test_dcp_resume_equals_uninterrupted(results, name):
     uninterrupted, resumed = results[0]["dcp"][name]
     for n in uninterrupted:
         assert torch.equal(uninterrupted[n], resumed[n]), n
 
 
-@pytest.mark.parametrize("name", PRESETS)
+@pytest.mark.parametrize("name", common.STATE_KINDS)
 def test_two_rank_checkpoint_loads_into_one_process(results, name):
     """Resharding: the 2-rank checkpoint (step 3) loads into a plain single-process model and
     optimizer, which then continues as the 2-rank run did: fed the ranks' averaged gradients

@@ -23,6 +23,15 @@ STEP_IN_LR = {"RMSprop": 10.0}
 # Every preset, with Muon through MuonWithAdamW: torch's Muon takes only 2-D parameters and the
 # model has biases and a conv kernel (which MuonWithAdamW gives to AdamW).
 NAMES = [*hc.presets.HEAVYBALL, *(n for n in hc.presets.STANDARD if n != "Muon"), "MuonWithAdamW"]
+# The bf16 and torch.distributed.checkpoint runs (the slow half of the worker) are for the presets
+# whose state is of another kind: HeavyBall's (the originals), and among the drop-ins those with
+# Python numbers (NAdam's mu_product, schedule-free's weight sums), state created from a group
+# value (Adagrad), tensors not shaped like the parameter (Adafactor's factors, SOAP's matrices),
+# partitions (MARS, MuonWithAdamW). The other drop-ins (SGD, Adam, AdamW, RAdam, Adamax,
+# RMSprop, Lion, ADOPT, AdEMAMix) keep parameter-shaped tensors, as ForeachAdamW does, through
+# the same code.
+STATE_KINDS = [*hc.presets.HEAVYBALL, "NAdam", "AdamWScheduleFree", "Adagrad", "Adafactor", "SOAP", "MARS",
+               "MuonWithAdamW"]
 
 
 def make_opt(name, model, **kwargs):

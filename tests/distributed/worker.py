@@ -97,6 +97,11 @@ def run(rank: int, world: int, out: str, port: int) -> None:
         counts = [torch.zeros((), dtype=torch.int64) for _ in range(world)]
         dist.all_gather(counts, torch.tensor(owned, dtype=torch.int64))
         results["soap_owned"][name] = [int(c) for c in counts]
+        # single-process references (both ranks compute them, so neither waits for the other)
+        for key, value in references(name).items():
+            results[key][name] = value
+        if name not in common.STATE_KINDS:
+            continue
         # bf16 sharded parameters: stochastic rounding on the local shards
         model = shard(common.make_model(torch.bfloat16), mesh)
         opt = common.make_opt(name, model)
@@ -119,9 +124,6 @@ def run(rank: int, world: int, out: str, port: int) -> None:
         set_optimizer_state_dict(model2, opt2, sd["optim"])
         common.train(model2, opt2, 3, rank, world, start=3)
         results["dcp"][name] = (uninterrupted, full(model2))
-        # single-process references (both ranks compute them, so neither waits for the other)
-        for key, value in references(name).items():
-            results[key][name] = value
     if rank == 0:
         torch.save(results, os.path.join(out, "results.pt"))
     dist.barrier()
