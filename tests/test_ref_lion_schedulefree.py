@@ -152,6 +152,7 @@ def test_lion_use_triton_is_accepted_and_changes_nothing():
     assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
 
 
+@pytest.mark.inductor
 def test_lion_compiled_equals_eager():
     kw = {"lr": 1e-3, "weight_decay": 0.5, "decoupled_weight_decay": True}
     a, b = make_net(), make_net()
@@ -286,6 +287,7 @@ def test_sf_step_in_eval_mode_raises():
         _train(model, opt, 1, start=2)
 
 
+@pytest.mark.inductor
 def test_sf_compiled_equals_eager():
     kw = {"lr": 1e-2, "weight_decay": 0.1, "warmup_steps": 2}
     a, b = make_net(), make_net()

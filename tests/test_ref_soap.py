@@ -315,6 +315,7 @@ def test_tensor_lr_equals_float_lr():
     assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
 
 
+@pytest.mark.inductor
 def test_compiled_equals_eager():
     kwargs = dict(precondition_frequency=3, weight_decay=0.1)
     eager, _ = run(lambda ps: SOAP(ps, **kwargs), steps=6, model=well_posed()())
