@@ -11,7 +11,7 @@ import torch
 
 import heavyball_chain as hc
 from heavyball_chain import transforms as T
-from conftest import PRESETS, make_net, train
+from conftest import PRESETS, STANDARD, make_net, train
 
 PALM = [c for c in PRESETS if "PaLM" in c.__name__]
 SOAP = [c for c in PRESETS if "SOAP" in c.__name__]
@@ -466,3 +466,92 @@ def test_schedule_in_a_checkpoint_is_recorded_by_name():
     fresh.load_state_dict(sd)
     assert fresh.param_groups[0]["betas"][0] == 0.8
     assert isinstance(fresh.param_groups[0]["betas"][1], T.palm_beta2)
+
+
+# --------------------------------------------------------------------------- the drop-ins' checkpoints
+
+# Muon takes only 2-D parameters (conftest's Net has a conv kernel and biases): MuonWithAdamW,
+# built from the model, stands for it. SGD keeps state only with momentum.
+DROP_INS = [c for c in STANDARD if c is not hc.Muon] + [hc.MuonWithAdamW]
+_DROP_IN_KWARGS = {hc.SGD: {"momentum": 0.9}}
+
+
+def _drop_in(cls, model):
+    kw = _DROP_IN_KWARGS.get(cls, {})
+    return cls(model, **kw) if cls is hc.MuonWithAdamW else cls(model.parameters(), **kw)
+
+
+def _drop_in_trained(cls, steps=3):
+    model = make_net()
+    opt = _drop_in(cls, model)
+    train(model, opt, steps)
+    return model, opt
+
+
+def _corrupt_drop_in(sd, how, declared):
+    """The corruptions of _corrupt, in terms every drop-in has (its own hyperparameter names, its
+    own tensor state of the parameter that has some)."""
+    index = next(i for i, s in sd["state"].items() if any(torch.is_tensor(v) and v.dim() for v in s.values()))
+    state = sd["state"][index]
+    group = next(g for g in sd["param_groups"] if index in g["params"])
+    tensor_key = next(k for k, v in state.items() if torch.is_tensor(v) and v.dim())
+    hyper = next(k for k in group if k in declared and k != "lr")
+    {
+        "lr='x'": lambda: group.__setitem__("lr", "x"),
+        "lr=-1": lambda: group.__setitem__("lr", -1.0),
+        "missing hyperparameter": lambda: group.pop(hyper),
+        "step=-5": lambda: state.__setitem__("step", -5),
+        "missing state": lambda: state.pop(tensor_key),
+        "unknown key": lambda: state.__setitem__("bogus_buffer", torch.zeros(3)),
+        "wrong shape": lambda: state.__setitem__(tensor_key, torch.zeros(7, 7, 7)),
+        "wrong dtype": lambda: state.__setitem__(tensor_key, state[tensor_key].bfloat16()),
+        "state for a parameter nobody lists": lambda: sd["state"].__setitem__(99, {}),
+    }[how]()
+    return sd
+
+
+@pytest.mark.parametrize("how", ["lr='x'", "lr=-1", "missing hyperparameter", "step=-5", "missing state",
+                                 "unknown key", "wrong shape", "wrong dtype", "state for a parameter nobody lists"])
+@pytest.mark.parametrize("cls", DROP_INS, ids=lambda c: c.__name__)
+def test_drop_in_corrupt_checkpoint_is_refused_at_load(cls, how):
+    if cls is hc.SGD and how == "missing state":
+        pytest.skip("SGD creates its momentum buffer at the first step with momentum, as torch does (a "
+                    "checkpoint without one restarts the momentum, as torch.optim.SGD's does)")
+    model, opt = _drop_in_trained(cls)
+    sd = _corrupt_drop_in(copy.deepcopy(opt.state_dict()), how, set(opt.transform.declared()))
+    fresh = _drop_in(cls, model)
+    before = snapshot(fresh)
+    with pytest.raises(ValueError, match="state_dict"):
+        fresh.load_state_dict(sd)
+    assert_same(before, snapshot(fresh))
+
+
+@pytest.mark.parametrize("saver,loader", [
+    (hc.Adam, hc.AdamW),  # coupled vs decoupled weight decay: another chain
+    (hc.AdamW, hc.ForeachAdamW),  # torch's conventions vs HeavyBall's: another chain
+    (hc.Adam, hc.NAdam),
+    (hc.RMSprop, hc.Adagrad),
+    (hc.AdamWScheduleFree, hc.ForeachSFAdamW),  # schedulefree's weights vs HeavyBall's
+    (hc.SOAP, hc.ForeachSOAP),
+], ids=lambda c: c.__name__)
+def test_drop_in_checkpoint_of_another_optimizer_is_refused(saver, loader):
+    model, opt = _drop_in_trained(saver)
+    other = _drop_in(loader, model)
+    before = snapshot(other)
+    with pytest.raises(ValueError):
+        other.load_state_dict(opt.state_dict())
+    assert_same(before, snapshot(other))
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adafactor"])
+def test_the_references_checkpoint_is_refused_by_its_drop_in(name):
+    """A torch.optim.AdamW checkpoint does not load into hc.AdamW: the state keys differ (ours are
+    the chain's), and loading it as if they matched would start from zero moments silently."""
+    model = make_net()
+    ref = getattr(torch.optim, name)(model.parameters(), **({"momentum": 0.9} if name == "SGD" else {}))
+    train(model, ref, 2)
+    ours = _drop_in(getattr(hc, name), model)
+    before = snapshot(ours)
+    with pytest.raises(ValueError, match="not saved by a heavyball_chain optimizer"):
+        ours.load_state_dict(ref.state_dict())
+    assert_same(before, snapshot(ours))
