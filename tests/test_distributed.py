@@ -12,7 +12,6 @@ import sys
 import pytest
 import torch
 
-import heavyball_chain as hc
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "distributed"))

@@ -26,7 +26,6 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
-import heavyball_chain as hc  # noqa: E402
 
 
 COMPILED = ("ForeachAdamW", "ForeachSFAdamW", "PaLMForeachSOAP")
