@@ -10,6 +10,7 @@ that difference, so a test cannot pass because nothing happened.
 from __future__ import annotations
 
 import contextlib
+import io
 
 import torch
 
@@ -69,3 +70,27 @@ def assert_matches(make_ours, make_ref, steps=50, rtol=RTOL, model_fn=make_net, 
     moved = max(relative_diffs(ref, model_fn()).values())
     assert moved > min_moved, f"the reference run barely moved ({moved:.2e}): the comparison says nothing"
     return worst
+
+
+def assert_resumes_exactly(make_opt, steps=4, model_fn=make_net, make_fresh=None):
+    """``steps`` steps, a save through ``torch.save``/``torch.load(weights_only=True)``, ``steps``
+    more, against a fresh model (another seed) and a fresh optimizer (``make_fresh``, e.g. with
+    another lr the checkpoint must override; default ``make_opt``) loaded from the save: the
+    same parameters, bit for bit."""
+    model, fresh = model_fn(), model_fn(seed=5)
+    opt = make_opt(model.parameters())
+    run(lambda _: opt, steps, model)
+    buf = io.BytesIO()
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, buf)
+    buf.seek(0)
+    ckpt = torch.load(buf, weights_only=True)
+    fresh.load_state_dict(ckpt["model"])
+    fresh_opt = (make_fresh or make_opt)(fresh.parameters())
+    fresh_opt.load_state_dict(ckpt["opt"])
+    for a, b in ((model, opt), (fresh, fresh_opt)):
+        for step in range(steps, 2 * steps):
+            b.zero_grad()
+            loss_of(a, step).backward()
+            b.step()
+    for (name, a), b in zip(model.named_parameters(), fresh.parameters()):
+        assert torch.equal(a, b), name

@@ -3,7 +3,6 @@ torch.distributed.checkpoint round trips (see docs/distributed.md). The single-p
 are computed in the worker processes (tests/distributed/worker.py), with the workers' thread
 count; only the resharding test runs a single process here, at that thread count."""
 
-import contextlib
 import os
 import socket
 import subprocess
@@ -16,6 +15,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "distributed"))
 import common  # noqa: E402
+from reference import num_threads  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed")
 PRESETS = common.NAMES
@@ -74,16 +74,6 @@ def results(tmp_path_factory):
         print(f"distributed worker attempt {attempt + 1} failed:\n{proc.stderr[-4000:]}", file=sys.stderr)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return torch.load(out / "results.pt", weights_only=False), out
-
-
-@contextlib.contextmanager
-def num_threads(n):
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def assert_params_close(got, expected, atol=ATOL):
@@ -167,6 +157,16 @@ def test_fsdp2_bf16_tracks_fp32(results, name):
     for n in ref:
         assert got[n].dtype == torch.bfloat16 and bool(torch.isfinite(got[n]).all())
         torch.testing.assert_close(got[n].float(), ref[n], rtol=0, atol=bound, msg=lambda m: f"{n}: {m}")
+
+
+def test_fsdp2_float64_soap_stays_float64(results):
+    """The owner of each matrix broadcasts its SOAP update in the updates' dtype: the receivers
+    allocated float32 for a float64 broadcast, and the worker failed. The sharded run equals the
+    single-process float64 run fed the same averaged gradients to float64 rounding."""
+    got, ref = results[0]["fsdp_fp64_soap"], results[0]["reference_fp64_soap"]
+    for n in ref:
+        assert got[n].dtype == torch.float64
+        torch.testing.assert_close(got[n], ref[n], rtol=0, atol=1e-12, msg=lambda m: f"{n}: {m}")
 
 
 @pytest.mark.parametrize("name", common.STATE_KINDS)

@@ -29,7 +29,6 @@ at 1 and 2 threads (the same to two digits at both; the tests run at 1):
 
 from __future__ import annotations
 
-import io
 import math
 
 import pytest
@@ -39,7 +38,7 @@ from conftest import make_net
 from heavyball_chain.presets.ademamix import AdEMAMix
 from heavyball_chain.presets.mars import MARS
 from heavyball_chain.transforms.ademamix import ademamix_alpha, ademamix_beta3
-from reference import assert_matches, loss_of, num_threads, relative_diffs
+from reference import assert_matches, assert_resumes_exactly, loss_of, num_threads, relative_diffs
 
 po = pytest.importorskip("pytorch_optimizer")
 
@@ -86,24 +85,6 @@ def _with_decay(make, milestones=(15, 30), gamma=0.3):
 
 def _step_scheduler(opt, step):
     opt.test_scheduler.step()
-
-
-def _resume(make, model_fn=make_net):
-    """20 steps, save, 20 more == a fresh model + optimizer loaded from the save, 20 more (bit for bit)."""
-    model, fresh = model_fn(), model_fn(seed=5)
-    opt = make(model.parameters())
-    _train(model, opt, 20)
-    buf = io.BytesIO()
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, buf)
-    buf.seek(0)
-    ckpt = torch.load(buf, weights_only=True)
-    fresh.load_state_dict(ckpt["model"])
-    fresh_opt = make(fresh.parameters())
-    fresh_opt.load_state_dict(ckpt["opt"])
-    _train(model, opt, 20, start=20)
-    _train(fresh, fresh_opt, 20, start=20)
-    for (name, a), b in zip(model.named_parameters(), fresh.parameters()):
-        assert torch.equal(a, b), name
 
 
 def _ids(kw):
@@ -302,7 +283,8 @@ def test_ademamix_compiled_equals_eager():
 
 
 def test_ademamix_exact_resume():
-    _resume(lambda ps: AdEMAMix(ps, lr=1e-2, beta3_warmup=30, alpha_warmup=25, weight_decay=0.1, cautious=True))
+    assert_resumes_exactly(lambda ps: AdEMAMix(ps, lr=1e-2, beta3_warmup=30, alpha_warmup=25, weight_decay=0.1,
+                                               cautious=True), steps=20)
 
 
 # --------------------------------------------------------------------------- MARS
@@ -418,4 +400,5 @@ def test_mars_compiled_equals_eager():
 
 
 def test_mars_exact_resume():
-    _resume(lambda ps: MARS(ps, lr=1e-2, weight_decay=0.1, lr_1d=2e-2, amsgrad=True, cautious=True))
+    assert_resumes_exactly(lambda ps: MARS(ps, lr=1e-2, weight_decay=0.1, lr_1d=2e-2, amsgrad=True, cautious=True),
+                           steps=20)

@@ -16,13 +16,12 @@ alpha=-lr)``), which unclipped ADOPT, dividing by eps where a first gradient was
 """
 
 import inspect
-import io
 
 import pytest
 import torch
 
 from conftest import batch, make_net, train
-from reference import assert_matches, num_threads
+from reference import assert_matches, assert_resumes_exactly, num_threads
 
 from heavyball_chain.presets.adopt import ADOPT
 from heavyball_chain.transforms.schedules import step_power
@@ -201,18 +200,4 @@ def test_compiled_equals_eager(cls):
 
 def test_exact_resume():
     kw = {"lr": 1e-2, "weight_decay": 0.1, "decouple": True, "clip_lambda": step_power(0.25, 2.0)}
-    model = make_net(0)
-    opt = ADOPT(model.parameters(), **kw)
-    train(model, opt, 3)
-    buf = io.BytesIO()
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, buf)
-    train(model, opt, 4, start=3)
-    buf.seek(0)
-    ckpt = torch.load(buf, weights_only=True)
-    fresh = make_net(seed=1)
-    fresh.load_state_dict(ckpt["model"])
-    fresh_opt = ADOPT(fresh.parameters(), **{**kw, "lr": 0.5})
-    fresh_opt.load_state_dict(ckpt["opt"])
-    train(fresh, fresh_opt, 4, start=3)
-    for a, b in zip(model.parameters(), fresh.parameters()):
-        assert torch.equal(a, b)
+    assert_resumes_exactly(lambda ps: ADOPT(ps, **kw), make_fresh=lambda ps: ADOPT(ps, **{**kw, "lr": 0.5}))

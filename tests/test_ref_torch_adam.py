@@ -12,14 +12,13 @@ bad arguments; ``compile=True`` equals eager; exact resume from a state dict.
 """
 
 import inspect
-import io
 import warnings
 
 import pytest
 import torch
 
 from conftest import batch, make_net, train
-from reference import assert_matches, num_threads
+from reference import assert_matches, assert_resumes_exactly, num_threads
 
 import heavyball_chain as hc
 from heavyball_chain import transforms as T
@@ -261,18 +260,4 @@ def test_compiled_equals_eager(cls, kw):
                                     (RAdam, {"betas": (0.9, 0.9)}), (Adamax, {})],
                          ids=["Adam", "AdamW", "NAdam", "RAdam", "Adamax"])
 def test_exact_resume(cls, kw):
-    model = make_net(0)
-    opt = cls(model.parameters(), lr=1e-2, **kw)
-    train(model, opt, 4)
-    buf = io.BytesIO()
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, buf)
-    train(model, opt, 4, start=4)
-    buf.seek(0)
-    ckpt = torch.load(buf, weights_only=True)
-    fresh = make_net(seed=1)
-    fresh.load_state_dict(ckpt["model"])
-    fresh_opt = cls(fresh.parameters(), lr=0.5, **kw)
-    fresh_opt.load_state_dict(ckpt["opt"])
-    train(fresh, fresh_opt, 4, start=4)
-    for a, b in zip(model.parameters(), fresh.parameters()):
-        assert torch.equal(a, b)
+    assert_resumes_exactly(lambda ps: cls(ps, lr=1e-2, **kw), make_fresh=lambda ps: cls(ps, lr=0.5, **kw))

@@ -197,6 +197,19 @@ def test_tensor_lr_equals_float_lr(preset, warmup):
     assert all(torch.equal(a, b) for a, b in zip(*results))
 
 
+@pytest.mark.parametrize("cls", [hc.ForeachAdamW, hc.AdamW, hc.SGD, hc.Lion, hc.AdamWScheduleFree, hc.SOAP],
+                         ids=lambda c: c.__name__)
+def test_one_element_lr_of_shape_1_equals_the_0d_one(cls):
+    """Hyper(tensor=True) admits any one-element tensor; a (1,)-shaped lr (which torch.optim takes)
+    crashed the foreach multiply that applies it. It now steps as the 0-d tensor does, bit for bit."""
+    results = []
+    for lr in (torch.tensor(2.0**-8), torch.tensor([2.0**-8])):
+        model = make_net()
+        train(model, cls(model.parameters(), lr=lr), 4)
+        results.append([p.detach() for p in model.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*results))
+
+
 def test_tensor_lr_is_validated():
     p = [torch.nn.Parameter(torch.zeros(2))]
     with pytest.raises(ValueError, match="lr"):

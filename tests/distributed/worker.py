@@ -123,6 +123,14 @@ def run(rank: int, world: int, out: str, port: int) -> None:
         set_optimizer_state_dict(model2, opt2, sd["optim"])
         common.train(model2, opt2, 3, rank, world, start=3)
         results["dcp"][name] = (uninterrupted, full(model2))
+    # float64 sharded parameters through the owner-computes path (SOAP): the owners broadcast their
+    # results in the updates' dtype, not float32
+    model = shard(common.make_model(torch.float64), mesh)
+    common.train(model, common.make_opt("ForeachSOAP", model), common.STEPS, rank, world)
+    results["fsdp_fp64_soap"] = full(model)
+    model = common.make_model(torch.float64)
+    common.train_averaged(model, common.make_opt("ForeachSOAP", model), common.STEPS, world=2)
+    results["reference_fp64_soap"] = full(model)
     if rank == 0:
         torch.save(results, os.path.join(out, "results.pt"))
     dist.barrier()
