@@ -222,10 +222,11 @@ def test_sf_lr_max_rule_is_what_makes_it_match():
     from heavyball_chain.core import named_chain
     from heavyball_chain.optimizer import ChainOptimizer
     from heavyball_chain.transforms.scaling import add_decayed_weights
-    from heavyball_chain.transforms.schedule_free import scale_by_bias_corrected_rms, schedule_free
+    from heavyball_chain.transforms import scale_by_rms
+    from heavyball_chain.transforms.schedule_free import schedule_free
 
     def current(ps):
-        tx = named_chain(("rms", scale_by_bias_corrected_rms()), ("decay", add_decayed_weights()),
+        tx = named_chain(("rms", scale_by_rms((0.9, 0.999), debias="divide_root", eps_mode="add")), ("decay", add_decayed_weights()),
                          ("schedule_free", schedule_free(betas=(0.9, 0.999))))
         return ChainOptimizer(ps, tx, lr=1e-2, betas=(0.9, 0.999))
     with pytest.raises(AssertionError, match="relative differences"):

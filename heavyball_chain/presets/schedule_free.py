@@ -14,7 +14,6 @@ import torch
 from ..core import named_chain
 from ..optimizer import ChainOptimizer
 from ..transforms import add_decayed_weights, scale_by_rms, schedule_free
-from ..transforms.schedule_free import scale_by_bias_corrected_rms
 from ..transforms.schedules import palm_betas
 from .torch_flags import torch_flags
 
@@ -84,7 +83,7 @@ class AdamWScheduleFree(ChainOptimizer):
                  r=0.0, weight_lr_power=2.0, foreach=hasattr(torch, "_foreach_mul_"), *, compile=False):
         torch_flags("AdamWScheduleFree", foreach=foreach)
         tx = named_chain(
-            ("rms", scale_by_bias_corrected_rms()),
+            ("rms", scale_by_rms((0.9, 0.999), debias="divide_root", eps_mode="add")),
             ("decay", add_decayed_weights()),
             ("schedule_free", schedule_free(betas=(0.9, 0.999), weight_lr="max")),
         )

@@ -13,7 +13,7 @@ from .mars import mars_correction
 from .moments import beta_debias, scale_by_adam, scale_by_adopt, scale_by_laprop, scale_by_rms
 from .muon import decayed_apply, ema_momentum, muon_lr_ratio, newton_schulz, orthogonalize_via_newton_schulz, torch_adam_step
 from .scaling import add_decayed_weights, decay_after_update, scale_by_learning_rate
-from .schedule_free import scale_by_bias_corrected_rms, schedule_free
+from .schedule_free import schedule_free
 from .schedules import palm_beta2, step_power
 from .soap import every, precond_schedule, soap_precondition
 from .wrappers import apply_if_finite, identity, masked, multi_steps, partition, renamed, scale
@@ -53,7 +53,6 @@ __all__ = [
     "scale_by_adamax",
     "scale_by_ademamix",
     "scale_by_adopt",
-    "scale_by_bias_corrected_rms",
     "scale_by_factored_rms",
     "scale_by_inverse_time_decay",
     "scale_by_laprop",

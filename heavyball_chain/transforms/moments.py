@@ -11,7 +11,8 @@ Every transform here takes the same two options for the other conventions (one m
 * ``debias``: ``"beta"`` (the default above); ``"divide"``: raw EMAs ``m = b1 m + (1 - b1) g``
   (torch.optim's state) divided by the corrections when used, ``m / (1 - b1^t)`` and
   ``sqrt(v) / sqrt(1 - b2^t)``, in torch.optim's order of operations; ``"none"``: raw EMAs used
-  as they are (ADOPT's official form).
+  as they are (ADOPT's official form); ``"divide_root"`` (``scale_by_rms`` only): the raw EMA
+  divided under the root, ``sqrt(v / (1 - b2^t))``, schedulefree's AdamWScheduleFree order.
 * ``eps_mode``: ``"max"`` (``max(sqrt(v̂), eps)``, the default) or ``"add"`` (``sqrt(v̂) + eps``,
   torch.optim's; eps may then be 0).
 """
@@ -28,6 +29,7 @@ from .schedules import step_power
 __all__ = ["Convention", "beta_debias", "scale_by_adam", "scale_by_laprop", "scale_by_adopt", "scale_by_rms"]
 
 DEBIAS = ("beta", "divide", "none")
+DIVIDE_ROOT = "divide_root"  # scale_by_rms only: sqrt(v / (1 - b2^t)), schedulefree's order
 EPS_MODES = ("max", "add")
 
 
@@ -65,14 +67,24 @@ class Convention:
         return beta_debias(beta, step) if self.debias == "beta" else beta
 
     def correction(self, beta: float, step: int) -> float:
-        return 1 - beta**step if self.debias == "divide" else 1.0
+        return 1 - beta**step if self.debias in ("divide", DIVIDE_ROOT) else 1.0
+
+    def root_divisor(self, beta: float, step: int) -> float:
+        """What :meth:`denominator` divides v's root by: ``sqrt(1 - b^t)``, or ``1 - b^t`` itself
+        under the root (``"divide_root"``)."""
+        c = self.correction(beta, step)
+        return c if self.debias == DIVIDE_ROOT else math.sqrt(c)
 
     def denominator(self, v: list[torch.Tensor], eps: float, c2: float = 1.0, c1: float = 1.0) -> list[torch.Tensor]:
-        """``(sqrt(v) / c2 ⊕ eps) * c1`` as new tensors, ``⊕`` being ``max`` or ``+``; the
-        divisions by 1 are skipped (they are exact anyway)."""
-        denom = torch._foreach_sqrt(v)
-        if c2 != 1:
-            torch._foreach_div_(denom, c2)
+        """``(sqrt(v) / c2 ⊕ eps) * c1`` as new tensors (``sqrt(v / c2)`` under ``"divide_root"``),
+        ``⊕`` being ``max`` or ``+``; the divisions by 1 are skipped (they are exact anyway)."""
+        if self.debias == DIVIDE_ROOT and c2 != 1:
+            denom = torch._foreach_div(v, c2)
+            torch._foreach_sqrt_(denom)
+        else:
+            denom = torch._foreach_sqrt(v)
+            if c2 != 1:
+                torch._foreach_div_(denom, c2)
         if self.eps_mode == "add":
             torch._foreach_add_(denom, eps)
         else:
@@ -83,10 +95,11 @@ class Convention:
 
     def denominator_one(self, v: torch.Tensor, eps, c2=None, c1=None) -> torch.Tensor:
         """:meth:`denominator` on one tensor for the compiled path (``c1``, ``c2`` given as 0-d
-        tensors only when ``debias="divide"``)."""
-        d = v.sqrt()
-        if c2 is not None:
-            d = d / c2
+        tensors only when ``debias`` divides)."""
+        if c2 is None:
+            d = v.sqrt()
+        else:
+            d = (v / c2).sqrt() if self.debias == DIVIDE_ROOT else v.sqrt() / c2
         d = d + eps if self.eps_mode == "add" else torch.maximum(d, eps)
         return d if c1 is None else d * c1
 
@@ -347,14 +360,15 @@ class scale_by_rms(Convention, Transform):  # noqa: N801
 
         v = b̂2(t) v + (1 - b̂2(t)) g²;  u = g / max(sqrt(v), eps)
 
-    The preconditioner of schedule-free AdamW (it takes no momentum; schedule_free averages).
-    Reads ``betas`` (only beta2) and ``eps``. State: ``exp_avg_sq`` (fp32).
+    The preconditioner of schedule-free AdamW (it takes no momentum; schedule_free averages);
+    ``debias="divide_root", eps_mode="add"`` is schedulefree's, ``u = g / (sqrt(v / (1 - b2^t)) + eps)``
+    with the raw EMA v. Reads ``betas`` (only beta2) and ``eps``. State: ``exp_avg_sq`` (fp32).
     """
 
     name = "scale_by_rms"
 
     def __init__(self, betas=(0.9, 0.99), eps: float = 1e-8, *, debias: str = "beta", eps_mode: str = "max"):
-        self._convention(debias, eps_mode)
+        self._convention(debias, eps_mode, allowed=(*DEBIAS, DIVIDE_ROOT))
         self.hyperparams = {"betas": Hyper(tuple(betas), betas_pair), "eps": self._eps_hyper(eps)}
 
     def slots(self, bucket):
@@ -364,7 +378,7 @@ class scale_by_rms(Convention, Transform):  # noqa: N801
         v = bucket.state("exp_avg_sq")
         b2 = bucket.hp("betas")[1]
         _ema_sq_(v, updates, self.ema_beta(b2, bucket.step))
-        denom = self.denominator(v, bucket.hp("eps"), math.sqrt(self.correction(b2, bucket.step)))
+        denom = self.denominator(v, bucket.hp("eps"), self.root_divisor(b2, bucket.step))
         return _div_into_(updates, denom)
 
     fused_state = ("exp_avg_sq",)
@@ -373,12 +387,16 @@ class scale_by_rms(Convention, Transform):  # noqa: N801
         b2 = bucket.hp("betas")[1]
         w2 = self.ema_beta(b2, bucket.step)
         out = (w2, 1 - w2, bucket.hp("eps"))
-        return out + (math.sqrt(self.correction(b2, bucket.step)),) if self.debias == "divide" else out
+        return out + (self.root_divisor(b2, bucket.step),) if self._divides else out
+
+    @property
+    def _divides(self) -> bool:
+        return self.debias in ("divide", DIVIDE_ROOT)
 
     def fused(self, u, p, state, s):
         (v,) = state
         _ema_sq_one_(v, u, s[0], s[1])
-        return u / self.denominator_one(v, s[2], s[3] if self.debias == "divide" else None)
+        return u / self.denominator_one(v, s[2], s[3] if self._divides else None)
 
     def __repr__(self):
         return self._convention_repr()

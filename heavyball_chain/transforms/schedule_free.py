@@ -6,10 +6,9 @@ import torch
 
 from ..core import Bucket, Hyper, Slot, Transform, betas_pair, copy_state, finite, non_negative
 from .apply import StochasticWriter
-from .moments import _div_into_, _ema_sq_, _ema_sq_one_
 from .scaling import lr_hyperparams, warmed_up_lr
 
-__all__ = ["schedule_free", "scale_by_bias_corrected_rms"]
+__all__ = ["schedule_free"]
 
 _WEIGHT_LR = ("current", "max")
 
@@ -149,47 +148,3 @@ class schedule_free(Transform):  # noqa: N801 - optax-style transform name
     def train(self, bucket: Bucket) -> None:
         """Parameters x -> y (where gradients are taken)."""
         self._swap(bucket, to_train=True)
-
-
-class scale_by_bias_corrected_rms(Transform):  # noqa: N801 - optax-style transform name
-    """Adam's second-moment normalisation (Kingma & Ba 2015, arXiv 1412.6980) in its original form,
-    the preconditioner of schedule-free AdamW as the schedulefree package runs it (Defazio et al.
-    2024, arXiv 2405.15682, Algorithm 1):
-
-        v = b2 v + (1 - b2) g²;   u = g / (sqrt(v / (1 - b2^t)) + eps)
-
-    Unlike :class:`~heavyball_chain.transforms.scale_by_rms` (HeavyBall's debiased EMA and
-    ``max(sqrt(v), eps)``), v is the plain EMA, divided by its bias correction at each step, and
-    eps is added to the root (it shifts every denominator, not only those below eps). No first
-    moment: the schedule-free average takes its place. Reads ``betas`` (only beta2) and ``eps``.
-    State: ``exp_avg_sq`` (compute dtype).
-    """
-
-    name = "scale_by_bias_corrected_rms"
-
-    def __init__(self, betas=(0.9, 0.999), eps: float = 1e-8):
-        # added, eps divides nothing by itself: 0 is allowed, as schedulefree and torch.optim allow it
-        self.hyperparams = {"betas": Hyper(tuple(betas), betas_pair), "eps": Hyper(eps, non_negative)}
-
-    def slots(self, bucket):
-        return {"exp_avg_sq": Slot()}
-
-    def update(self, updates, bucket):
-        b2 = bucket.hp("betas")[1]
-        v = bucket.state("exp_avg_sq")
-        _ema_sq_(v, updates, b2)
-        denom = torch._foreach_div(v, 1 - b2**bucket.step)
-        torch._foreach_sqrt_(denom)
-        torch._foreach_add_(denom, bucket.hp("eps"))
-        return _div_into_(updates, denom)
-
-    fused_state = ("exp_avg_sq",)
-
-    def fuse(self, bucket):
-        b2 = bucket.hp("betas")[1]
-        return b2, 1 - b2, 1 - b2**bucket.step, bucket.hp("eps")
-
-    def fused(self, u, p, state, s):
-        (v,) = state
-        _ema_sq_one_(v, u, s[0], s[1])
-        return u / ((v / s[2]).sqrt() + s[3])
