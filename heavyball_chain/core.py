@@ -38,6 +38,8 @@ except ImportError:  # pragma: no cover - torch built without distributed
 __all__ = [
     "Elements",
     "Fresh",
+    "Borrowed",
+    "write_target",
     "Hyper",
     "Slot",
     "Schedule",
@@ -111,9 +113,15 @@ class Hyper:
         if value.numel() != 1 or not value.dtype.is_floating_point or value.requires_grad:
             raise ValueError(f"{name}: a tensor {name} must be a one-element floating-point tensor without grad, "
                              f"got shape {tuple(value.shape)}, {value.dtype}")
-        if in_step and value.device.type != "cpu":
+        if in_step and value.device.type not in HOST_DEVICES:
             return None  # reading a device tensor would synchronise every step; checked at construction
         return value.item()
+
+
+# Devices whose tensors a step may read as Python numbers: reading a CPU tensor synchronises with
+# nothing, reading a CUDA tensor waits for the device. tests/test_host_sync.py empties it to run a
+# CPU step as it runs on CUDA and check that nothing else reads a tensor's value.
+HOST_DEVICES = frozenset({"cpu"})
 
 
 class Elements:
@@ -485,6 +493,25 @@ class Fresh(list):
     transform's state and is never modified. On CPU each avoided full-size temporary saves its
     page faults, which cost as much as the arithmetic of an Adam step (docs/performance.md).
     """
+
+
+class Borrowed(list):
+    """Updates that are another transform's state (read them, never write them), handed on with
+    ``spare``: temporaries of the same shapes nobody references. The next transform writes its
+    result into ``spare`` (``out=``) instead of allocating, and returns ``Fresh(spare)``. LaProp's
+    update is its momentum: this saves the copy of m per step."""
+
+    def __init__(self, tensors, spare: list):
+        super().__init__(tensors)
+        self.spare = spare
+
+
+def write_target(updates: list) -> list | None:
+    """Where a transform may write its new updates without allocating: ``updates`` itself when
+    ``Fresh``, a ``Borrowed`` list's ``spare``, else ``None`` (allocate)."""
+    if isinstance(updates, Fresh):
+        return updates
+    return updates.spare if isinstance(updates, Borrowed) else None
 
 
 class Transform:

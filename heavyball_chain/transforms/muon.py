@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from .. import core
 from ..core import (Elements, Fresh, Hyper, Slot, Transform, betas_pair, boolean, finite, non_negative,
                     unit_interval)
 from .apply import StochasticWriter
@@ -43,7 +44,7 @@ NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 def _host_number(value: Any) -> Any:
     """A CPU tensor read as a Python number (free: no device synchronisation), where torch.optim
     reads a tensor (``p.add_(u, alpha=tensor)``); device tensors stay tensors."""
-    if isinstance(value, torch.Tensor) and value.device.type == "cpu":
+    if isinstance(value, torch.Tensor) and value.device.type in core.HOST_DEVICES:
         return value.item()
     return value
 
