@@ -23,7 +23,7 @@ import math
 
 import torch
 
-from ..core import Fresh, Hyper, Slot, Transform, betas_pair, boolean, non_negative, positive
+from ..core import Borrowed, Fresh, Hyper, Slot, Transform, betas_pair, boolean, non_negative, positive
 from .schedules import step_power
 
 __all__ = ["Convention", "beta_debias", "scale_by_adam", "scale_by_laprop", "scale_by_adopt", "scale_by_rms"]
@@ -228,9 +228,8 @@ class scale_by_laprop(Convention, Transform):  # noqa: N801
         if c1 != 1:
             for n, d in zip(m, denom):
                 torch.div(n, c1, out=d)
-        else:  # u = m in the spent temporary: the next transform may overwrite it
-            torch._foreach_copy_(denom, m)
-        return Fresh(denom)
+            return Fresh(denom)
+        return Borrowed(m, spare=denom)  # u = m: the next transform writes its result into denom
 
     fused_state = ("exp_avg", "exp_avg_sq")
 

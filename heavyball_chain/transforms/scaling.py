@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..core import Fresh, Hyper, Transform, non_negative, non_negative_int, positive
+from ..core import Fresh, Hyper, write_target, Transform, non_negative, non_negative_int, positive
 
 __all__ = ["add_decayed_weights", "decay_after_update", "scale_by_learning_rate", "warmed_up_lr", "lr_hyperparams"]
 
@@ -39,10 +39,15 @@ class add_decayed_weights(Transform):  # noqa: N801 - optax-style transform name
         wd = self._decay(bucket)
         if wd == 0:
             return updates
-        if isinstance(updates, Fresh):
+        out = write_target(updates)
+        if out is None:
+            return Fresh(torch._foreach_add(updates, bucket.params_compute(), alpha=wd))
+        if out is updates:
             torch._foreach_add_(updates, bucket.params_compute(), alpha=wd)
-            return updates
-        return Fresh(torch._foreach_add(updates, bucket.params_compute(), alpha=wd))
+        else:
+            for o, u, p in zip(out, updates, bucket.params_compute()):
+                torch.add(u, p, alpha=wd, out=o)
+        return Fresh(out)
 
     def fuse(self, bucket):
         return (self._decay(bucket),)
@@ -86,10 +91,15 @@ class scale_by_learning_rate(Transform):  # noqa: N801
 
     def update(self, updates, bucket):
         lr = warmed_up_lr(bucket)
-        if isinstance(updates, Fresh):
+        out = write_target(updates)
+        if out is None:
+            return Fresh(torch._foreach_mul(updates, -lr))
+        if out is updates:
             torch._foreach_mul_(updates, -lr)
-            return updates
-        return Fresh(torch._foreach_mul(updates, -lr))
+        else:
+            for o, u in zip(out, updates):
+                torch.mul(u, -lr, out=o)
+        return Fresh(out)
 
     def fuse(self, bucket):
         return (-warmed_up_lr(bucket),)
