@@ -15,6 +15,7 @@ libraries. Three tables:
 3. One plain step (no refresh) and one refresh step of PaLMForeachSOAP, against the time of the
    same matrix products (and, for the refresh, QR factorisations) run back to back on this machine:
    what the step cannot go below. FLOPs per step are counted from the shapes.
+4. The preconditioner-schedule presets with ``refresh_factors="one"``, as table 1.
 """
 
 from __future__ import annotations
@@ -128,10 +129,10 @@ def main() -> None:
         heavyball = None
     print(f"{len(shapes)} tensors, {n / 1e6:.2f}M parameters, torch {torch.__version__}, {args.threads} threads")
 
-    def alternate(name: str, old: str, steps: int, average, **kwargs) -> tuple[float, float]:
-        """``name`` (ours) and ``old`` (0.8.1) stepping in alternation; average seconds per step of
-        each after 2 warm-up steps (nan for 0.8.1 when it is not installed)."""
-        ours = Stepper(lambda ps: getattr(hc, name)(ps, weight_decay=0, **kwargs), shapes)
+    def alternate(name: str, old: str, steps: int, average, ours_kwargs=None, **kwargs) -> tuple[float, float]:
+        """``name`` (ours, also given ``ours_kwargs``) and ``old`` (0.8.1) stepping in alternation;
+        average seconds per step of each after 2 warm-up steps (nan for 0.8.1 when it is not installed)."""
+        ours = Stepper(lambda ps: getattr(hc, name)(ps, weight_decay=0, **kwargs, **(ours_kwargs or {})), shapes)
         ref = Stepper(lambda ps: getattr(heavyball, old)(ps, weight_decay=0, **kwargs), shapes) if heavyball else None
         for t in range(steps + 2):
             ours.step(record=t >= 2)
@@ -160,6 +161,15 @@ def main() -> None:
         gflop, bmm, qr = matmul_floor(shapes, refresh=kind == "refresh")
         print(f"{kind:10s} {gflop:7.1f} {mine:8.3f} {theirs:8.3f} {mine / theirs:6.2f} {bmm:7.3f} {qr:7.3f} "
               f"{mine / (bmm + qr):18.2f}")
+
+    print(f"\n4. refresh_factors='one' (one factor's basis per refresh, in turn; not HeavyBall's math: "
+          f"benchmarks/soap_refresh.py), as table 1\n{header}")
+    for name in NAMES:
+        if "PrecondSchedule" not in name:
+            continue
+        mine, theirs = alternate(name, OLD_NAMES.get(name, name), args.steps, statistics.mean,
+                                 ours_kwargs={"refresh_factors": "one"})
+        print(f"{name:34s} {mine:12.3f} {theirs:13.3f} {mine / theirs:7.2f}")
 
 if __name__ == "__main__":
     main()

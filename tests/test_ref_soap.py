@@ -276,7 +276,7 @@ def test_bad_keywords_and_options():
     with pytest.raises(TypeError, match="compile"):
         SOAP([torch.nn.Parameter(torch.zeros(4, 4))], compile="yes")
     for option, value in (("init", "zeros"), ("eps_mode", "sum"), ("bias_correction", True), ("merge", "back")):
-        with pytest.raises(ValueError, match=f"soap_precondition: {option} must be one of"):
+        with pytest.raises(ValueError, match=f"^{option}: expected one of"):
             soap_precondition(**{option: value})
     with pytest.raises(ValueError, match="^data_format: .*merge='leading'"):  # HeavyBall's rule has no channels_last
         ForeachSOAP([torch.nn.Parameter(torch.zeros(4, 4))], data_format="channels_last")

@@ -951,7 +951,7 @@ def test_optimizer_can_be_printed(info):
 # param groups: a different value builds another chain, whose signature a checkpoint records.
 _CONSTRUCTOR_ONLY = {"compile", "foreach", "fused", "capturable", "differentiable", "maximize", "cautious",
                      "amsgrad", "nesterov", "centered", "decoupled_weight_decay", "decouple", "use_triton",
-                     "is_approx", "mars_type", "optimize_1d",
+                     "is_approx", "mars_type", "optimize_1d", "refresh_factors",
                      "lr_1d"}  # MARS: the 1-D branch's lr is lr * lr_1d / (the constructor's lr), as the official code
 _GROUP_NAME = {"clip_lambda": "clip"}  # ADOPT: the official argument name, and the group key scale_by_adopt reads
 

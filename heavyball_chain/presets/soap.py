@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 
-def soap_chain(betas, refresh: Schedule, schedule_free_: bool = False):
+def soap_chain(betas, refresh: Schedule, schedule_free_: bool = False, refresh_factors: str = "all"):
     """SOAP -> decoupled weight decay -> -lr (warmup) -> apply; or, schedule-free:
     AGC -> SOAP without first moment -> weight decay at y -> schedule_free.
 
@@ -56,14 +56,14 @@ def soap_chain(betas, refresh: Schedule, schedule_free_: bool = False):
     its default where the random schedule decides (``_no_frequency``)."""
     if not schedule_free_:
         return named_chain(
-            ("soap", soap_precondition(refresh, betas=betas)),
+            ("soap", soap_precondition(refresh, betas=betas, refresh_factors=refresh_factors)),
             ("decay", add_decayed_weights()),
             ("lr", scale_by_learning_rate()),
             ("apply", stochastic_round_apply()),
         )
     return named_chain(
         ("clip", clip_by_adaptive_norm()),
-        ("soap", soap_precondition(refresh, betas=betas, first_moment=False)),
+        ("soap", soap_precondition(refresh, betas=betas, first_moment=False, refresh_factors=refresh_factors)),
         ("decay", add_decayed_weights()),
         ("schedule_free", schedule_free(betas=betas)),
     )
@@ -78,11 +78,11 @@ def _no_frequency(precondition_frequency):
 
 
 class _SOAP(ChainOptimizer):
-    def _build(self, params, refresh, sf=False, **hp):
+    def _build(self, params, refresh, sf=False, refresh_factors="all", **hp):
         for name in ("betas", "precond_scheduler"):  # lists become tuples; other types are left to the checks
             if name in hp:
                 hp[name] = tuple(hp[name]) if isinstance(hp[name], list) else hp[name]
-        super().__init__(params, soap_chain(hp["betas"], refresh, sf), **hp)
+        super().__init__(params, soap_chain(hp["betas"], refresh, sf, refresh_factors), **hp)
 
 
 class ForeachSOAP(_SOAP):
@@ -92,8 +92,10 @@ class ForeachSOAP(_SOAP):
 
     def __init__(self, params, lr=3e-3, betas=(0.9, 0.95), shampoo_beta=None, eps=1e-8, weight_decay=0.01,
                  precondition_frequency=2, max_precond_dim=2048, merge_dims=True, precondition_1d=False,
-                 normalize_grads=False, data_format="channels_first", correct_bias=True, warmup_steps=1, compile=False):
-        self._build(params, every(), compile=compile, lr=lr, betas=betas, shampoo_beta=shampoo_beta, eps=eps,
+                 normalize_grads=False, data_format="channels_first", correct_bias=True, warmup_steps=1,
+                 compile=False, *, refresh_factors="all"):
+        self._build(params, every(), compile=compile, refresh_factors=refresh_factors,
+                    lr=lr, betas=betas, shampoo_beta=shampoo_beta, eps=eps,
                     weight_decay=weight_decay, precondition_frequency=precondition_frequency,
                     max_precond_dim=max_precond_dim, merge_dims=merge_dims, precondition_1d=precondition_1d,
                     normalize_grads=normalize_grads, data_format=data_format, correct_bias=correct_bias,
@@ -106,9 +108,10 @@ class PaLMForeachSOAP(_SOAP):
     def __init__(self, params, lr=3e-3, beta=0.9, betas=(None, None), shampoo_beta=None, eps=1e-8,
                  weight_decay=0.01, precondition_frequency=2, max_precond_dim=2048, merge_dims=True,
                  precondition_1d=False, normalize_grads=False, data_format="channels_first", correct_bias=True,
-                 warmup_steps=1, beta2_scale=0.8, compile=False):
+                 warmup_steps=1, beta2_scale=0.8, compile=False, *, refresh_factors="all"):
         betas = palm_betas(beta, betas)
-        self._build(params, every(), compile=compile, lr=lr, betas=betas, shampoo_beta=shampoo_beta, eps=eps,
+        self._build(params, every(), compile=compile, refresh_factors=refresh_factors,
+                    lr=lr, betas=betas, shampoo_beta=shampoo_beta, eps=eps,
                     weight_decay=weight_decay, precondition_frequency=precondition_frequency,
                     max_precond_dim=max_precond_dim, merge_dims=merge_dims, precondition_1d=precondition_1d,
                     normalize_grads=normalize_grads, data_format=data_format, correct_bias=correct_bias,
@@ -124,9 +127,10 @@ class PrecondScheduleForeachSOAP(_SOAP):
     def __init__(self, params, lr=3e-3, betas=(0.9, 0.95), shampoo_beta=None, eps=1e-8, weight_decay=0.01,
                  precondition_frequency=2, max_precond_dim=2048, merge_dims=True, precondition_1d=False,
                  normalize_grads=False, data_format="channels_first", correct_bias=True, warmup_steps=1,
-                 precond_scheduler=(1 / 3, 9), compile=False):
+                 precond_scheduler=(1 / 3, 9), compile=False, *, refresh_factors="all"):
         _no_frequency(precondition_frequency)
-        self._build(params, precond_schedule(), compile=compile, lr=lr, betas=betas, shampoo_beta=shampoo_beta,
+        self._build(params, precond_schedule(), compile=compile, refresh_factors=refresh_factors,
+                    lr=lr, betas=betas, shampoo_beta=shampoo_beta,
                     eps=eps, weight_decay=weight_decay, max_precond_dim=max_precond_dim, merge_dims=merge_dims,
                     precondition_1d=precondition_1d, normalize_grads=normalize_grads, data_format=data_format,
                     correct_bias=correct_bias, warmup_steps=warmup_steps, precond_scheduler=precond_scheduler)
@@ -138,10 +142,12 @@ class PrecondSchedulePaLMForeachSOAP(_SOAP):
     def __init__(self, params, lr=3e-3, beta=0.9, shampoo_beta=None, eps=1e-8, weight_decay=0.01,
                  precondition_frequency=2, max_precond_dim=2048, merge_dims=True, precondition_1d=False,
                  normalize_grads=False, data_format="channels_first", correct_bias=True, warmup_steps=1,
-                 precond_scheduler=(1 / 3, 9), betas=(None, None), beta2_scale=0.8, compile=False):
+                 precond_scheduler=(1 / 3, 9), betas=(None, None), beta2_scale=0.8,
+                 compile=False, *, refresh_factors="all"):
         _no_frequency(precondition_frequency)
         betas = palm_betas(beta, betas)
-        self._build(params, precond_schedule(), compile=compile, lr=lr, betas=betas, shampoo_beta=shampoo_beta,
+        self._build(params, precond_schedule(), compile=compile, refresh_factors=refresh_factors,
+                    lr=lr, betas=betas, shampoo_beta=shampoo_beta,
                     eps=eps, weight_decay=weight_decay, max_precond_dim=max_precond_dim, merge_dims=merge_dims,
                     precondition_1d=precondition_1d, normalize_grads=normalize_grads, data_format=data_format,
                     correct_bias=correct_bias, warmup_steps=warmup_steps, precond_scheduler=precond_scheduler,
@@ -155,9 +161,11 @@ class SFPaLMForeachSOAP(_SOAP):
     def __init__(self, params, lr=3e-3, beta=0.9, beta2_scale=0.8, eps=1e-8, weight_decay=0.01,
                  precondition_frequency=2, max_precond_dim=2048, merge_dims=True, precondition_1d=False,
                  normalize_grads=False, data_format="channels_first", correct_bias=True, warmup_steps=1, r=0.0,
-                 weight_lr_power=2.0, gradient_clip_val=0.1, betas=(None, None), compile=False):
+                 weight_lr_power=2.0, gradient_clip_val=0.1, betas=(None, None),
+                 compile=False, *, refresh_factors="all"):
         betas = palm_betas(beta, betas)
-        self._build(params, every(), compile=compile, sf=True, lr=lr, betas=betas, eps=eps,
+        self._build(params, every(), compile=compile, refresh_factors=refresh_factors,
+                    sf=True, lr=lr, betas=betas, eps=eps,
                     weight_decay=weight_decay, precondition_frequency=precondition_frequency,
                     max_precond_dim=max_precond_dim, merge_dims=merge_dims, precondition_1d=precondition_1d,
                     normalize_grads=normalize_grads, data_format=data_format, correct_bias=correct_bias,
@@ -173,10 +181,11 @@ class PrecondScheduleSFPaLMForeachSOAP(_SOAP):
                  precondition_frequency=2, max_precond_dim=2048, merge_dims=True, precondition_1d=False,
                  normalize_grads=False, data_format="channels_first", correct_bias=True, warmup_steps=1, r=0.0,
                  weight_lr_power=2.0, gradient_clip_val=0.1, precond_scheduler=(1 / 3, 9), betas=(None, None),
-                 compile=False):
+                 compile=False, *, refresh_factors="all"):
         _no_frequency(precondition_frequency)
         betas = palm_betas(beta, betas)
-        self._build(params, precond_schedule(), compile=compile, sf=True, lr=lr, betas=betas, eps=eps,
+        self._build(params, precond_schedule(), compile=compile, refresh_factors=refresh_factors,
+                    sf=True, lr=lr, betas=betas, eps=eps,
                     weight_decay=weight_decay, max_precond_dim=max_precond_dim, merge_dims=merge_dims,
                     precondition_1d=precondition_1d, normalize_grads=normalize_grads, data_format=data_format,
                     correct_bias=correct_bias, warmup_steps=warmup_steps, r=r, weight_lr_power=weight_lr_power,

@@ -39,6 +39,13 @@ Two conventions. The equations above are HeavyBall 0.8.1's (the defaults). The S
                         the product stays < max_precond_dim     <= max_precond_dim (a small matrix
                                                                 becomes one vector: [3, 4] -> [12])
 
+A fifth option is ours, for speed: ``refresh_factors="one"`` refreshes, at each refresh, the
+basis of one factor only, in turn (a matrix's Q_0 at one refresh, Q_1 at the next; the count is
+the ``refreshes`` state). Each factor's basis is then refreshed half as often as the schedule
+says; the factors themselves are updated every step. A refresh costs a power iteration and a
+QR per refreshed factor, more than half of a refresh step (docs/performance.md): this halves
+it. Not HeavyBall's math, so not the default; ``benchmarks/soap_refresh.py`` compares the two.
+
 With ``merge="leading"``, ``data_format="channels_last"`` reads 4-D weights as ``[out, kh, kw, in]``:
 they are merged (and their moments kept) as ``[out, in, kh, kw]``. ``bias_correction`` applies
 only with ``correct_bias``; without it both conventions use raw betas and no step-size factor.
@@ -348,7 +355,7 @@ def _data_format_leading(v: Any) -> str | None:
 
 
 _OPTIONS = {"init": ("outer", "ema"), "eps_mode": ("max", "add"), "bias_correction": ("betas", "step_size"),
-            "merge": ("trailing", "leading")}
+            "merge": ("trailing", "leading"), "refresh_factors": ("all", "one")}
 
 
 class soap_precondition(Transform):  # noqa: N801 - optax-style transform name
@@ -379,14 +386,17 @@ class soap_precondition(Transform):  # noqa: N801 - optax-style transform name
                  shampoo_beta: float | None = None, max_precond_dim: int = 2048, merge_dims: bool = True,
                  precondition_1d: bool = False, normalize_grads: bool = False, correct_bias: bool = True,
                  data_format: str = "channels_first", first_moment: bool = True, *, init: str = "outer",
-                 eps_mode: str = "max", bias_correction: str = "betas", merge: str = "trailing"):
+                 eps_mode: str = "max", bias_correction: str = "betas", merge: str = "trailing",
+                 refresh_factors: str = "all"):
         self.refresh = refresh if refresh is not None else every()
         self.first_moment = first_moment
-        self.options = {"init": init, "eps_mode": eps_mode, "bias_correction": bias_correction, "merge": merge}
+        self.options = {"init": init, "eps_mode": eps_mode, "bias_correction": bias_correction, "merge": merge,
+                        "refresh_factors": refresh_factors}
         for name, value in self.options.items():
             if value not in _OPTIONS[name]:
-                raise ValueError(f"soap_precondition: {name} must be one of {_OPTIONS[name]}, got {value!r}")
+                raise ValueError(f"{name}: expected one of {_OPTIONS[name]}, got {value!r} (soap_precondition)")
         self.init_mode, self.eps_mode, self.bias_correction, self.merge = init, eps_mode, bias_correction, merge
+        self.refresh_factors = refresh_factors
         self.hyperparams = {
             "betas": Hyper(_as_tuple(betas), betas_pair),
             "eps": Hyper(eps, positive),
@@ -425,6 +435,8 @@ class soap_precondition(Transform):  # noqa: N801 - optax-style transform name
         for i, (d, on) in enumerate(zip(shape, pre)):
             if on:
                 out[f"GG{i}"] = out[f"Q{i}"] = Slot(shape=(d, d), init=None)
+        if self.refresh_factors == "one":
+            out["refreshes"] = Slot(int, init=lambda p: 0)
         return out
 
     # -- step ----------------------------------------------------------------------------
@@ -512,19 +524,28 @@ class soap_precondition(Transform):  # noqa: N801 - optax-style transform name
         del g_rot, denom
         u = _rotate(num, qs, back=True)
         del num
-        refreshing = refresh and any(pre)
-        m_original = _rotate(m, qs, back=True) if refreshing and m is not None else None  # old basis
+        renewed = [on and refresh for on in pre]  # the factors whose basis this step refreshes
+        if refresh and any(pre) and self.refresh_factors == "one":  # in turn, one per refresh
+            key = bucket.key("refreshes")
+            count = bucket.states[idx[0]][key]
+            dims = [i for i, on in enumerate(pre) if on]
+            renewed = [i == dims[count % len(dims)] for i in range(len(pre))]
+            for j in idx:
+                bucket.states[j][key] = count + 1
+        moved = [q if r else None for q, r in zip(qs, renewed)]
+        # m (kept in the eigenbasis) goes back along the dimensions being refreshed, and forward after
+        m_original = _rotate(m, moved, back=True) if any(renewed) and m is not None else None
         for i, on in enumerate(pre):
             if not on:
                 continue
             gg = self._stacked(bucket, idx, f"GG{i}", None)
             _update_factor_(gg, g, i, shampoo)
-            if refresh:
+            if renewed[i]:
                 order = _refresh_(gg, qs[i])  # qs[i] is the state: refreshed in place
                 index = order.view(order.shape[0], *[-1 if d == i else 1 for d in range(len(shape))])
                 v.copy_(v.gather(i + 1, index.expand_as(v)))  # v stays aligned with Q's columns
         if m_original is not None:
-            m.copy_(_rotate(m_original, qs, back=False))  # into the new basis
+            m.copy_(_rotate(m_original, moved, back=False))  # into the new basis
         return u
 
     # -- helpers -------------------------------------------------------------------------
