@@ -314,12 +314,11 @@ class scale_by_adopt(Convention, Transform):  # noqa: N801
             # step's output): one temporary
             n = _div_into_(updates, self.denominator(v, bucket.hp("eps")))
             clip = self._clip(bucket)
-            if clip is not None:
-                torch._foreach_clamp_min_(n, -clip)
-                torch._foreach_clamp_max_(n, clip)
+            if clip is not None:  # one pass per tensor (the foreach form takes a pass per bound)
+                for x in n:
+                    x.clamp_(-clip, clip)
             if self.delay:
-                torch._foreach_mul_(n, 1 - w1)
-                torch._foreach_add_(n, m, alpha=w1)
+                torch._foreach_lerp_(n, m, w1)  # (1 - w1) n + w1 m in one pass
                 bucket.set_state("exp_avg", n)
                 out = Fresh(m) if t > 2 else None  # the replaced m is referenced by nobody
             else:
