@@ -25,8 +25,9 @@ What keeps it from recompiling, and from synchronising with the host:
   compositions) in one process from sharing, and exhausting, one cache.
 
 ``CHUNK`` bounds compilation: one graph of ``CHUNK`` tensors per run composition, whatever the
-model's size (7.4 s for AdamW on a cold inductor cache here, against 11-20 s for one graph over a
-33-tensor bucket, and a growing cost for larger models).
+model's size (7.4-9 s for AdamW's graph on a cold inductor cache here, plus inductor's one-time
+set-up of ~10 s on an empty cache; one graph over a 33-tensor bucket took 13 s, and grows with
+the model).
 
 A run ends where a transform has no fused form or declines this step (``fuse`` returns
 ``None``: ADOPT's first two steps, bf16 parameters in the transforms that write them); those run
