@@ -88,8 +88,8 @@ class ChainOptimizer(torch.optim.Optimizer):
             their real view, when every transform of the chain is elementwise over it).
         transform: the chain; it must write the parameters (end it with ``stochastic_round_apply``
             or ``apply_updates``).
-        compile: run each run of elementwise transforms as one ``torch.compile``d kernel per
-            tensor (:mod:`heavyball_chain.compiled`): one pass over memory instead of ~18, no
+        compile: run each run of elementwise transforms as one ``torch.compile``d graph per 16
+            tensors (:mod:`heavyball_chain.compiled`): one pass over memory instead of ~18, no
             recompiles when hyperparameters change. The first steps pay the compilation (seconds;
             inductor needs a C++ compiler on CPU). Results equal the eager path up to rounding.
         **hyperparameters: values for the hyperparameters the chain declares (numbers or
