@@ -92,7 +92,10 @@ class Fuser:
 
     def __init__(self, chunk: int = CHUNK, **compile_options: Any):
         # dynamic_threads: without it inductor emits no OpenMP loop for a dynamic-size kernel (1 core)
-        self.compile_options = {"fullgraph": True, "dynamic": True, "options": {"cpp.dynamic_threads": True},
+        # size_asserts: inductor re-checks every input's size and stride per call (65 checks a chunk), which
+        # dynamo's guards have already checked; off saves ~3% of a 4.3M-parameter step
+        self.compile_options = {"fullgraph": True, "dynamic": True,
+                                "options": {"cpp.dynamic_threads": True, "size_asserts": False},
                                 **compile_options}
         self.chunk = chunk
         self._kernels: dict[tuple, Any] = {}
