@@ -297,6 +297,20 @@ class Bucket:
     positions: list[int] | None = None  # each parameter's position in the optimizer (over all groups)
     fuser: Any = None  # a compiled.Fuser when the optimizer runs compiled (``compile=True``)
     hypers: dict[str, Hyper] | None = None  # the optimizer's declarations: evaluated schedules are checked
+    capturable: bool = False  # the optimizer was built with ``capturable=True`` (CUDA-graph capture)
+    clock: torch.Tensor | None = None  # capturable: the optimizer's step as a 0-d float64 device tensor...
+    clock_step: int = 0  # ...which equals ``step`` when the view sees no lag (:attr:`t`)
+
+    @property
+    def t(self) -> Any:
+        """The step to compute numbers with: ``step`` (an int), or in a capturable optimizer the
+        device tensor that counts the same steps (minus this view's lag), so that a replayed CUDA
+        graph computes this step's numbers rather than the captured ones. Decisions (``if``) use
+        ``step``; arithmetic uses ``t``."""
+        if self.clock is None:
+            return self.step
+        lag = self.clock_step - self.step
+        return self.clock if lag == 0 else self.clock - lag
 
     @property
     def dtype(self) -> torch.dtype:
@@ -337,16 +351,18 @@ class Bucket:
     def key(self, name: str) -> str:
         return self.prefix + name
 
-    def hp(self, name: str, step: int | None = None) -> Any:
+    def hp(self, name: str, step: Any = None) -> Any:
         """The value of hyperparameter ``name`` for this group, schedules evaluated at ``step``
-        (default: this bucket's step) and the value they give checked."""
+        (default: :attr:`t`) and the value they give checked. At a tensor step (capturable) a
+        schedule gives tensors, which are not read here: the optimizer checks every schedule at
+        the step's host count before the step."""
         raw = self.group[name]
-        step = self.step if step is None else step
+        step = self.t if step is None else step
         if not _has_schedule(raw):
             return raw
         value = resolve(raw, step, self.group)
         hyper = self.hypers.get(name) if self.hypers is not None else None
-        if hyper is not None:
+        if hyper is not None and not isinstance(step, torch.Tensor):
             hyper.validate_evaluated(name, value, step)
         return value
 
@@ -528,6 +544,11 @@ class Transform:
     * ``writes_params``: True for the transforms that write parameters.
     * ``supports_complex``: False for transforms whose math is not elementwise over the real view
       of a complex parameter (SOAP's matrices); optimizers then refuse complex parameters.
+    * ``capturable``: True for transforms whose step a CUDA graph can capture and replay: every
+      number that changes is computed on the device from :attr:`Bucket.t` (use the helpers of
+      :mod:`heavyball_chain.scalars`), the state is updated in place (never replaced by new
+      tensors), and its branches depend only on ``bucket.step`` in ways that stop changing after the
+      first steps. ``ChainOptimizer(capturable=True)`` refuses chains with other transforms.
 
     Elementwise transforms also state their math on one tensor, for the compiled path
     (:mod:`heavyball_chain.compiled`), where a run of them becomes one kernel:
@@ -545,6 +566,7 @@ class Transform:
     name: str = "transform"
     hyperparams: dict[str, Hyper] = {}
     writes_params: bool = False
+    capturable: bool = False
     supports_complex: bool = True
     fused_state: tuple[str, ...] = ()
 
@@ -632,6 +654,7 @@ class Chain(Transform):
             _merge_into(declared, t.declared(), f"{t.name} ({n!r})")
         self.hyperparams = declared
         self.writes_params = any(t.writes_params for _, t in self._children)
+        self.capturable = all(t.capturable for _, t in self._children)
 
     def declared(self) -> dict[str, Hyper]:
         return dict(self.hyperparams)

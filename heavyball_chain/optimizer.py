@@ -12,6 +12,7 @@ any torch optimizer.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from itertools import chain as iter_chain
 from typing import Any, Callable, Iterable
@@ -25,7 +26,7 @@ from .core import (Bucket, DTensor, Hyper, Schedule, Slot, Transform, _has_sched
 __all__ = ["ChainOptimizer"]
 
 CHAIN_KEY = "chain"  # in every saved param group: the signature of the chain that wrote the state
-_STEP = Slot(int, init=None)
+_STEP = Slot((int, torch.Tensor), shape=(), dtype=torch.float64, init=None)  # a tensor when capturable
 _SAFE_SCALARS = (int, float, bool, str, type(None), torch.Tensor)
 
 
@@ -92,13 +93,21 @@ class ChainOptimizer(torch.optim.Optimizer):
             tensors (:mod:`heavyball_chain.compiled`): one pass over memory instead of ~18, no
             recompiles when hyperparameters change. The first steps pay the compilation (seconds;
             inductor needs a C++ compiler on CPU). Results equal the eager path up to rounding.
+        capturable: make the step capturable by a CUDA graph (``torch.cuda.graph``), as torch's
+            ``capturable=True``: each parameter's ``state["step"]`` is a 0-d float64 tensor on its
+            device and every number that changes with it (debiased betas, warmup, PaLM's beta2,
+            the schedule-free weights) is computed from it on the device, so a replay computes
+            its own step's numbers. Use a tensor ``lr`` to change it between replays (a Python
+            number is frozen into the graph, as in torch). Capture after the first steps (state
+            is created at a parameter's first step; ADOPT and SOAP initialise for one or two).
+            Only chains of capturable transforms are accepted (``Transform.capturable``).
         **hyperparameters: values for the hyperparameters the chain declares (numbers or
             schedules; ``lr`` may be a one-element tensor); the rest take the chain's defaults.
             Unknown names are a ``TypeError``.
     """
 
     def __init__(self, params: Iterable[Any], transform: Transform, *, compile: bool = False,
-                 **hyperparameters: Any):
+                 capturable: bool = False, **hyperparameters: Any):
         if not isinstance(transform, Transform):
             raise TypeError(f"transform: expected a heavyball_chain Transform, got {type(transform).__name__}")
         if not transform.writes_params:
@@ -120,8 +129,17 @@ class ChainOptimizer(torch.optim.Optimizer):
                              f"chain under it)")
         if not isinstance(compile, bool):
             raise TypeError(f"compile: expected True or False, got {compile!r}")
+        if not isinstance(capturable, bool):
+            raise TypeError(f"capturable: expected True or False, got {capturable!r}")
+        if capturable and not transform.capturable:
+            blocking = sorted({t.name for t in transforms_in(transform) if not t.capturable and not t.children()})
+            raise ValueError(f"capturable=True: {', '.join(blocking)} cannot be captured by a CUDA graph (it decides "
+                             f"on the host from the step or from tensor values, or replaces its state each step); "
+                             f"build this optimizer with capturable=False")
         self.transform = transform
         self.compile = compile
+        self.capturable = capturable
+        self._host_steps: dict[torch.Tensor, int] = {}  # capturable: the steps this process ran, per parameter
         self._fuser = Fuser() if compile else None
         self._hyperparams: dict[str, Hyper] = declared
         defaults = {name: h.default for name, h in declared.items()}
@@ -214,7 +232,7 @@ class ChainOptimizer(torch.optim.Optimizer):
                 continue
             # complex parameters are computed as their real views: with the real ones of that dtype
             dtype = p.dtype.to_real() if p.is_complex() else p.dtype
-            split[(p.device, dtype, isinstance(p, DTensor), self.state[p].get("step", 0))].append(i)
+            split[(p.device, dtype, isinstance(p, DTensor), self._host_step(p))].append(i)
         names = group.get("param_names")
         for (_, _, sharded, step), idx in split.items():
             ps = [params[i] for i in idx]
@@ -224,10 +242,11 @@ class ChainOptimizer(torch.optim.Optimizer):
                 ps_local, grads = ps, [p.grad for p in ps]
             if any(p.is_complex() for p in ps_local):
                 ps_local, grads = [_real(p) for p in ps_local], [_real(g) for g in grads]
+            states = [self.state[p] for p in ps]
             yield Bucket(
                 params=ps_local,
                 grads=grads,
-                states=[self.state[p] for p in ps],
+                states=states,
                 group=group,
                 step=step + 1 if stepping else step,
                 sharded=ps if sharded else None,
@@ -235,7 +254,17 @@ class ChainOptimizer(torch.optim.Optimizer):
                 positions=[offset + i for i in idx],
                 fuser=self._fuser if stepping else None,
                 hypers=self._hyperparams,
+                capturable=self.capturable,
+                clock=states[0]["step"] if self.capturable and not stepping else None,  # set by step()
+                clock_step=step,
             )
+
+    def _host_step(self, p: torch.Tensor) -> int:
+        """The steps ``p`` has taken as this process counts them (the state's int, or when
+        capturable the host's count beside the device tensor: replays of a captured graph advance
+        only the tensor, and every decision that depends on the step is made by then)."""
+        step = self.state[p].get("step", 0) if p in self.state else 0
+        return self._host_steps[p] if isinstance(step, torch.Tensor) else step
 
     def _groups(self) -> Iterable[tuple[dict, int]]:
         """Each param group with the position of its first parameter in the optimizer."""
@@ -268,12 +297,25 @@ class ChainOptimizer(torch.optim.Optimizer):
         self._checked_values = checked
         checking = any(type(t).check_step is not Transform.check_step for t in transforms_in(self.transform))
         for bucket in buckets:
+            if self.capturable:
+                self._check_devices(bucket)
             for name in self._hyperparams:
                 if _has_schedule(bucket.group[name]):
-                    bucket.hp(name)
+                    bucket.hp(name, step=bucket.step)  # the host's count: checked as numbers
             if checking:
                 for t, view in self.transform.walk(bucket):
                     t.check_step(view)
+
+    def _check_devices(self, bucket: Bucket) -> None:
+        """Capturable: a tensor hyperparameter must be on the parameters' device. A CPU lr would be
+        copied to the GPU by every step, and a captured graph keeps the value copied at capture."""
+        device = bucket.params[0].device
+        for name in self._hyperparams:
+            value = bucket.group[name]
+            if isinstance(value, torch.Tensor) and value.device != device:
+                raise ValueError(f"capturable=True: {name} is a tensor on {value.device}, the parameters are on "
+                                 f"{device}; a captured graph would keep the value it copied at the capture. Create "
+                                 f"{name} on {device}")
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -287,11 +329,26 @@ class ChainOptimizer(torch.optim.Optimizer):
         for bucket in buckets:
             if bucket.step == 1:
                 self.transform.init(bucket)
+            if self.capturable:
+                self._tick(bucket)
             dtype = bucket.dtype
             self.transform.update([g if g.dtype == dtype else g.to(dtype) for g in bucket.grads], bucket)
-            for s in bucket.states:
-                s["step"] = bucket.step
+            if not self.capturable:
+                for s in bucket.states:
+                    s["step"] = bucket.step
         return loss
+
+    def _tick(self, bucket: Bucket) -> None:
+        """Capturable: advance the device step tensors (one kernel) and hand the bucket its clock."""
+        if bucket.step == 1:
+            for p, s in zip(bucket.params, bucket.states):
+                s["step"] = torch.zeros((), dtype=torch.float64, device=p.device)
+        steps = [s["step"] for s in bucket.states]
+        torch._foreach_add_(steps, 1.0)
+        bucket.clock, bucket.clock_step = steps[0], bucket.step
+        params = [p for g in self.param_groups for p in g["params"]]
+        for i in bucket.positions:
+            self._host_steps[params[i]] = bucket.step
 
     def train(self, mode: bool = True) -> "ChainOptimizer":
         """Parameters in their training form (schedule-free: y). A no-op for chains whose
@@ -376,6 +433,8 @@ class ChainOptimizer(torch.optim.Optimizer):
         state: defaultdict[Any, dict] = defaultdict(dict)
         for k, v in state_dict["state"].items():
             state[id_map[k]] = to_device(v, id_map[k].device)
+            if "step" in state[id_map[k]]:  # an int, or a device tensor when capturable (either loads into either)
+                state[id_map[k]]["step"] = self._step_entry(state[id_map[k]]["step"], id_map[k])
         for g, new in zip(groups, new_groups):  # a tensor lr is loaded into the optimizer's own tensor
             for name, value in new.items():
                 if name == "params" or value is g.get(name):
@@ -434,6 +493,13 @@ class ChainOptimizer(torch.optim.Optimizer):
             offset += len(group["params"])
         return out
 
+    def _step_entry(self, step: Any, p: torch.Tensor) -> Any:
+        """A checked ``step`` in this optimizer's kind: a 0-d float64 tensor on ``p``'s device when
+        capturable, else an int."""
+        if self.capturable:
+            return torch.tensor(float(step), dtype=torch.float64, device=p.device) if isinstance(step, int) else step
+        return int(step.item()) if isinstance(step, torch.Tensor) else step
+
     @staticmethod
     def _check_param_state(saved: Any, where: str, layout: dict[str, Slot], p: torch.Tensor) -> None:
         if not isinstance(saved, dict):
@@ -450,6 +516,10 @@ class ChainOptimizer(torch.optim.Optimizer):
             raise ValueError(f"state_dict: the state of {where} lacks {', '.join(map(repr, missing))}")
         for key, value in saved.items():
             problem = layout[key].problem(value, p)
+            if problem is None and key == "step" and isinstance(value, torch.Tensor):
+                count = value.item()  # a load may read the device: it is not part of a step
+                problem = None if math.isfinite(count) and count >= 0 and count == int(count) else \
+                    f"{count!r}, expected a whole number >= 0"
             if problem is not None:
                 raise ValueError(f"state_dict: the state of {where}: {key!r} is {problem}")
 
@@ -467,6 +537,10 @@ class ChainOptimizer(torch.optim.Optimizer):
         super().__setstate__(state)
         if "_fuser" not in self.__dict__:  # unpickled (load_state_dict also calls this; it keeps the fuser)
             self._fuser = Fuser() if self.__dict__.setdefault("compile", False) else None
+        self.__dict__.setdefault("capturable", False)
+        # the host's step counts: read from the device tensors once here, never in a step
+        self._host_steps = {p: int(s["step"].item()) for p, s in self.state.items()
+                            if isinstance(s.get("step"), torch.Tensor)}
 
     def __repr__(self) -> str:
         head, _, groups = super().__repr__().partition(" (\n")

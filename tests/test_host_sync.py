@@ -9,11 +9,14 @@ read and ``aten::lift_fresh`` for every tensor made from Python data. The lr is 
 (with a float lr, the numbers travel as kernel arguments, which is also free of copies).
 """
 
+import inspect
+
 import pytest
 import torch
 from conftest import PRESETS, STANDARD, make_net, train
 from torch.profiler import profile
 
+import heavyball_chain as hc
 from heavyball_chain import core
 
 SYNCS = {"aten::_local_scalar_dense", "aten::is_nonzero", "aten::item", "aten::lift_fresh"}
@@ -21,9 +24,9 @@ SYNCS = {"aten::_local_scalar_dense", "aten::is_nonzero", "aten::item", "aten::l
 NO_TENSOR_LR = {"Muon", "Adafactor"}
 
 
-def _host_reads(preset, compile, monkeypatch, warmup=3):
+def _host_reads(preset, compile, monkeypatch, warmup=3, **extra):
     model = make_net(0)
-    kwargs = {"lr": torch.tensor(1e-3), "compile": compile}
+    kwargs = {"lr": torch.tensor(1e-3), "compile": compile, **extra}
     opt = preset(model.parameters(), **kwargs)
     train(model, opt, warmup)  # ADOPT's first steps, SOAP's first preconditioner, compilation
     monkeypatch.setattr(core, "HOST_DEVICES", frozenset())
@@ -52,6 +55,17 @@ def test_eager_step_reads_no_tensor_value(preset, monkeypatch):
 def test_compiled_step_reads_no_tensor_value(name, monkeypatch):
     import heavyball_chain as hc
     assert _host_reads(getattr(hc.presets, name), True, monkeypatch) == []
+
+
+@pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
+@pytest.mark.parametrize("name", hc.presets.CAPTURABLE)
+def test_capturable_step_reads_no_tensor_value(name, compile, monkeypatch):
+    """With a tensor step (capturable=True) too: warmup and PaLM's beta2 on the device."""
+    if compile and name not in ("ForeachLaProp", "PaLMForeachSFAdamW"):
+        pytest.skip("two compiled presets cover the fused path (compilation takes seconds)")
+    takes_warmup = "warmup_steps" in inspect.signature(getattr(hc.presets, name)).parameters
+    extra = {"warmup_steps": 10} if takes_warmup else {}
+    assert _host_reads(getattr(hc.presets, name), compile, monkeypatch, capturable=True, **extra) == []
 
 
 def test_the_probe_sees_a_read(monkeypatch):

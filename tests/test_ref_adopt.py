@@ -144,7 +144,7 @@ def test_bad_arguments_name_the_argument():
                           ({"eps": 0.0}, ValueError, "eps"), ({"weight_decay": -1.0}, ValueError, "weight_decay"),
                           ({"clip_lambda": 0}, ValueError, "clip_lambda"),
                           ({"clip_lambda": "x"}, ValueError, "clip_lambda"),
-                          ({"decouple": 1}, TypeError, "decouple"), ({"capturable": True}, ValueError, "capturable"),
+                          ({"decouple": 1}, TypeError, "decouple"), ({"capturable": 1}, TypeError, "capturable"),
                           ({"cautious": 1}, TypeError, "cautious"), ({"compile": 1}, TypeError, "compile"),
                           ({"cautious": True, "maximize": True}, ValueError, "cautious")]:
         with pytest.raises(err, match=name):

@@ -217,7 +217,7 @@ def test_bad_arguments_name_the_argument(cls):
     for kw, err, name in [({"lr": -1.0}, ValueError, "lr"), ({"betas": (1.0, 0.999)}, ValueError, "betas"),
                           ({"betas": (0.9, -0.1)}, ValueError, "betas"), ({"betas": 0.9}, ValueError, "betas"),
                           ({"eps": -1e-8}, ValueError, "eps"), ({"weight_decay": -0.1}, ValueError, "weight_decay"),
-                          ({"maximize": 1}, TypeError, "maximize"), ({"capturable": True}, ValueError, "capturable"),
+                          ({"maximize": 1}, TypeError, "maximize"), ({"capturable": 1}, TypeError, "capturable"),
                           ({"differentiable": True}, ValueError, "differentiable"),
                           ({"compile": "yes"}, TypeError, "compile"), ({"cautious": None}, TypeError, "cautious"),
                           ({"cautious": True, "maximize": True}, ValueError, "cautious")]:

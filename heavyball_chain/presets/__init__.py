@@ -8,6 +8,7 @@
   code).
 
 ``MuonWithAdamW`` takes a model and routes its hidden matrices to Muon and the rest to AdamW.
+``CAPTURABLE`` names the presets that take ``capturable=True`` (a step a CUDA graph can capture).
 """
 
 from .adam_family import ForeachADOPT, ForeachAdamW, ForeachLaProp
@@ -48,6 +49,10 @@ HEAVYBALL = [
 STANDARD = [
     "SGD", "Adam", "AdamW", "NAdam", "RAdam", "Adamax", "RMSprop", "Adagrad", "Adafactor", "Muon",
     "Lion", "AdamWScheduleFree", "SOAP", "ADOPT", "AdEMAMix", "MARS",
+]
+CAPTURABLE = [
+    "ForeachADOPT", "ForeachAdamW", "ForeachLaProp", "ForeachSFAdamW", "PaLMForeachSFAdamW",
+    "Adam", "AdamW", "ADOPT", "AdamWScheduleFree",
 ]
 # The named optimizers (aliases excluded: PalmForEachSoap, PrecondScheduleSFPaLMSOAP), and the helper.
 __all__ = [*HEAVYBALL, *STANDARD, "MuonWithAdamW"]

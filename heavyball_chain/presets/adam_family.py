@@ -45,18 +45,18 @@ class ForeachAdamW(ChainOptimizer):
     """
 
     def __init__(self, params, lr=0.0025, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.0, warmup_steps=0,
-                 compile=False, *, cautious=False):
-        super().__init__(params, decoupled(scale_by_adam(), cautious), compile=compile, lr=lr, betas=betas, eps=eps,
-                         weight_decay=weight_decay, warmup_steps=warmup_steps)
+                 compile=False, *, cautious=False, capturable=False):
+        super().__init__(params, decoupled(scale_by_adam(), cautious), compile=compile, capturable=capturable,
+                         lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, warmup_steps=warmup_steps)
 
 
 class ForeachLaProp(ChainOptimizer):
     """LaProp: momentum of the normalised gradient, ``p = p (1 - lr wd) - lr m``."""
 
     def __init__(self, params, lr=0.0025, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.0, warmup_steps=0,
-                 compile=False, *, cautious=False):
-        super().__init__(params, decoupled(scale_by_laprop(), cautious), compile=compile, lr=lr, betas=betas, eps=eps,
-                         weight_decay=weight_decay, warmup_steps=warmup_steps)
+                 compile=False, *, cautious=False, capturable=False):
+        super().__init__(params, decoupled(scale_by_laprop(), cautious), compile=compile, capturable=capturable,
+                         lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, warmup_steps=warmup_steps)
 
 
 class ForeachADOPT(ChainOptimizer):
@@ -66,6 +66,6 @@ class ForeachADOPT(ChainOptimizer):
     (no clipping: HeavyBall 0.8.1, which divides by eps where a first gradient was exactly 0)."""
 
     def __init__(self, params, lr=0.0025, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.0, warmup_steps=0,
-                 clip=step_power(0.25), compile=False, *, cautious=False):
-        super().__init__(params, decoupled(scale_by_adopt(), cautious), compile=compile, lr=lr, betas=betas, eps=eps,
-                         weight_decay=weight_decay, warmup_steps=warmup_steps, clip=clip)
+                 clip=step_power(0.25), compile=False, *, cautious=False, capturable=False):
+        super().__init__(params, decoupled(scale_by_adopt(), cautious), compile=compile, capturable=capturable,
+                         lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, warmup_steps=warmup_steps, clip=clip)

@@ -54,5 +54,6 @@ class ADOPT(ChainOptimizer):
                              f"got {clip_lambda!r}")
         moments = scale_by_adopt(delay=False, debias="none")
         tx = adam_chain("ADOPT", flags, moments, decoupled=decouple, cautious=cautious)
-        super().__init__(params, tx, compile=compile, lr=lr, betas=betas, eps=eps, clip=clip_lambda,
+        super().__init__(params, tx, compile=compile, capturable=capturable, lr=lr, betas=betas, eps=eps,
+                         clip=clip_lambda,
                          weight_decay=weight_decay)

@@ -43,9 +43,9 @@ class ForeachSFAdamW(ChainOptimizer):
     """
 
     def __init__(self, params, lr=0.0025, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.0, warmup_steps=0,
-                 r=0.0, weight_lr_power=2.0, foreach=True, compile=False):
+                 r=0.0, weight_lr_power=2.0, foreach=True, compile=False, *, capturable=False):
         _check_foreach(foreach)
-        super().__init__(params, sf_adamw_chain(), compile=compile, lr=lr, betas=betas, eps=eps,
+        super().__init__(params, sf_adamw_chain(), compile=compile, capturable=capturable, lr=lr, betas=betas, eps=eps,
                          weight_decay=weight_decay, warmup_steps=warmup_steps, r=r, weight_lr_power=weight_lr_power)
 
 
@@ -55,8 +55,9 @@ class PaLMForeachSFAdamW(ChainOptimizer):
     beta2 is the schedule). The group holds ``betas = (beta, palm_beta2())``."""
 
     def __init__(self, params, lr=0.0025, beta=0.9, betas=(None, None), eps=1e-8, weight_decay=0.0,
-                 warmup_steps=0, r=0.0, weight_lr_power=2.0, beta2_scale=0.8, compile=False):
-        super().__init__(params, sf_adamw_chain(), compile=compile, lr=lr, betas=palm_betas(beta, betas), eps=eps,
+                 warmup_steps=0, r=0.0, weight_lr_power=2.0, beta2_scale=0.8, compile=False, *, capturable=False):
+        super().__init__(params, sf_adamw_chain(), compile=compile, capturable=capturable, lr=lr,
+                         betas=palm_betas(beta, betas), eps=eps,
                          weight_decay=weight_decay, warmup_steps=warmup_steps, r=r,
                          weight_lr_power=weight_lr_power, beta2_scale=beta2_scale)
 
@@ -80,12 +81,13 @@ class AdamWScheduleFree(ChainOptimizer):
     """
 
     def __init__(self, params, lr=0.0025, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, warmup_steps=0,
-                 r=0.0, weight_lr_power=2.0, foreach=hasattr(torch, "_foreach_mul_"), *, compile=False):
+                 r=0.0, weight_lr_power=2.0, foreach=hasattr(torch, "_foreach_mul_"), *, compile=False,
+                 capturable=False):
         torch_flags("AdamWScheduleFree", foreach=foreach)
         tx = named_chain(
             ("rms", scale_by_rms((0.9, 0.999), debias="divide_root", eps_mode="add")),
             ("decay", add_decayed_weights()),
             ("schedule_free", schedule_free(betas=(0.9, 0.999), weight_lr="max")),
         )
-        super().__init__(params, tx, compile=compile, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                         warmup_steps=warmup_steps, r=r, weight_lr_power=weight_lr_power)
+        super().__init__(params, tx, compile=compile, capturable=capturable, lr=lr, betas=betas, eps=eps,
+                         weight_decay=weight_decay, warmup_steps=warmup_steps, r=r, weight_lr_power=weight_lr_power)

@@ -20,7 +20,8 @@ without the coupled decay term), so it is refused together with ``maximize=True`
 negates the gradient the moments see.
 
 Differences from torch.optim, all deliberate: ``betas`` and ``weight_decay`` may not be
-tensors; ``capturable``/``differentiable=True`` are refused (see ``torch_flags``); bf16/fp16
+tensors; ``differentiable=True`` is refused, and ``capturable=True`` by NAdam, RAdam and Adamax
+(their corrections are computed on the host; see ``torch_flags``); bf16/fp16
 parameters are updated in fp32 and written back with stochastic rounding; the state is keyed by
 the chain (``moments/exp_avg``, ...), so torch.optim's state dicts do not load into these.
 """
@@ -85,7 +86,8 @@ class Adam(ChainOptimizer):
                             differentiable=differentiable, maximize=maximize)
         tx = adam_chain(type(self).__name__, flags, _adam(amsgrad),
                         decoupled=decoupled_weight_decay, cautious=cautious)
-        super().__init__(params, tx, compile=compile, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+        super().__init__(params, tx, compile=compile, capturable=capturable, lr=lr, betas=betas, eps=eps,
+                         weight_decay=weight_decay)
 
 
 class AdamW(Adam):
@@ -112,7 +114,8 @@ class NAdam(ChainOptimizer):
                             maximize=maximize)
         tx = adam_chain("NAdam", flags, scale_by_nadam(),
                         decoupled=decoupled_weight_decay, cautious=cautious)
-        super().__init__(params, tx, compile=compile, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+        super().__init__(params, tx, compile=compile, capturable=capturable, lr=lr, betas=betas, eps=eps,
+                         weight_decay=weight_decay,
                          momentum_decay=momentum_decay)
 
 
@@ -128,7 +131,8 @@ class RAdam(ChainOptimizer):
                             maximize=maximize)
         tx = adam_chain("RAdam", flags, scale_by_radam(), decoupled=decoupled_weight_decay,
                         cautious=cautious)
-        super().__init__(params, tx, compile=compile, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+        super().__init__(params, tx, compile=compile, capturable=capturable, lr=lr, betas=betas, eps=eps,
+                         weight_decay=weight_decay)
 
 
 class Adamax(ChainOptimizer):
@@ -140,4 +144,5 @@ class Adamax(ChainOptimizer):
         flags = torch_flags("Adamax", foreach=foreach, capturable=capturable, differentiable=differentiable,
                             maximize=maximize)
         tx = adam_chain("Adamax", flags, scale_by_adamax(), decoupled=False, cautious=cautious)
-        super().__init__(params, tx, compile=compile, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+        super().__init__(params, tx, compile=compile, capturable=capturable, lr=lr, betas=betas, eps=eps,
+                         weight_decay=weight_decay)

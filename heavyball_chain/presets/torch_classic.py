@@ -81,7 +81,7 @@ class RMSprop(ChainOptimizer):
                             maximize=maximize)
         tx = _coupled(flags, ("rmsprop", scale_by_rmsprop(centered=_flag("centered", centered))),
                       ("momentum", trace(momentum=0.0)))
-        super().__init__(params, tx, compile=compile, lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
+        super().__init__(params, tx, compile=compile, capturable=capturable, lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
                          momentum=momentum)
 
 

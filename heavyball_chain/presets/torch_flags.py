@@ -4,9 +4,10 @@ torch.optim runs unchanged.
 
 ``foreach`` and ``fused`` choose among torch's kernels, which compute the same numbers; every
 chain here runs foreach kernels (``compile=True`` fuses them), so any value is accepted.
-``maximize`` negates the gradient first, as torch does. ``capturable`` and ``differentiable``
-change what a step may do (CUDA-graph capture, autograd through the step); neither is offered
-yet, so ``True`` is refused rather than ignored.
+``maximize`` negates the gradient first, as torch does. ``capturable`` is validated here and
+passed on by the preset to :class:`~heavyball_chain.optimizer.ChainOptimizer`, which refuses it
+for chains that cannot be captured. ``differentiable`` (autograd through the step) is not
+offered, so ``True`` is refused rather than ignored.
 """
 
 from __future__ import annotations
@@ -31,9 +32,7 @@ def torch_flags(optimizer: str, *, foreach=None, fused=None, capturable=False, d
     its chain: ``[scale(-1)]`` when ``maximize`` (``g = -g``), else ``[]``."""
     _flag("foreach", foreach, allow_none=True)
     _flag("fused", fused, allow_none=True)
-    if _flag("capturable", capturable, allow_none=False):
-        raise ValueError(f"{optimizer}: capturable=True is not supported yet; a one-element tensor lr already "
-                         f"steps without host synchronisation")
+    _flag("capturable", capturable, allow_none=False)
     if _flag("differentiable", differentiable, allow_none=False):
         raise ValueError(f"{optimizer}: differentiable=True (autograd through the step) is not supported")
     return [scale(-1.0)] if _flag("maximize", maximize, allow_none=False) else []

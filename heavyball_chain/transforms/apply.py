@@ -57,6 +57,13 @@ class StochasticWriter:
             for position, s in zip(bucket.positions, bucket.states):
                 s.setdefault(key, seed_for(self.seed, position))
 
+    @staticmethod
+    def check_step(bucket: Bucket) -> None:
+        if bucket.capturable and bucket.params[0].dtype == torch.bfloat16:
+            raise ValueError("capturable=True: bf16 parameters are written by stochastic rounding, whose random bits "
+                             "are seeded on the host from the step (a replayed graph would repeat them); keep fp32 "
+                             "parameters, or build the optimizer with capturable=False")
+
     def write(self, bucket: Bucket, values: list[torch.Tensor], stream: int = 0) -> None:
         dtype = bucket.params[0].dtype
         if dtype == bucket.dtype:
@@ -82,6 +89,7 @@ class apply_updates(Transform):  # noqa: N801 - optax-style transform name
 
     name = "apply_updates"
     writes_params = True
+    capturable = True
 
     def update(self, updates, bucket):
         p32 = bucket.params_compute()
@@ -109,6 +117,7 @@ class stochastic_round_apply(Transform):  # noqa: N801
 
     name = "stochastic_round_apply"
     writes_params = True
+    capturable = True
 
     def __init__(self, seed: int = 0):
         self.writer = StochasticWriter(seed)
@@ -118,6 +127,9 @@ class stochastic_round_apply(Transform):  # noqa: N801
 
     def init(self, bucket: Bucket) -> None:
         self.writer.init(bucket)
+
+    def check_step(self, bucket: Bucket) -> None:
+        self.writer.check_step(bucket)
 
     def update(self, updates, bucket):
         p32 = bucket.params_compute()

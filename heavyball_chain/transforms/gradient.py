@@ -200,6 +200,7 @@ class cautious(Transform):  # noqa: N801
     """
 
     name = "cautious"
+    capturable = True
 
     def update(self, updates, bucket):
         out = []

@@ -19,11 +19,10 @@ Every transform here takes the same two options for the other conventions (one m
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from ..core import Borrowed, Fresh, Hyper, Slot, Transform, betas_pair, boolean, non_negative, positive
+from ..scalars import add_product_, is_one, lerp_, sqrt
 from .schedules import step_power
 
 __all__ = ["Convention", "beta_debias", "scale_by_adam", "scale_by_laprop", "scale_by_adopt", "scale_by_rms"]
@@ -33,8 +32,9 @@ DIVIDE_ROOT = "divide_root"  # scale_by_rms only: sqrt(v / (1 - b2^t)), schedule
 EPS_MODES = ("max", "add")
 
 
-def beta_debias(beta: float, step: int) -> float:
-    """``b̂(b, t) = 1 - (1 - b) / (1 - b^t)``: the EMA weight that makes an EMA bias-free."""
+def beta_debias(beta: float, step):
+    """``b̂(b, t) = 1 - (1 - b) / (1 - b^t)``: the EMA weight that makes an EMA bias-free (a 0-d
+    tensor at a tensor step)."""
     return 1 - (1 - beta) / (1 - beta**step)
 
 
@@ -73,23 +73,23 @@ class Convention:
         """What :meth:`denominator` divides v's root by: ``sqrt(1 - b^t)``, or ``1 - b^t`` itself
         under the root (``"divide_root"``)."""
         c = self.correction(beta, step)
-        return c if self.debias == DIVIDE_ROOT else math.sqrt(c)
+        return c if self.debias == DIVIDE_ROOT else sqrt(c)
 
     def denominator(self, v: list[torch.Tensor], eps: float, c2: float = 1.0, c1: float = 1.0) -> list[torch.Tensor]:
         """``(sqrt(v) / c2 ⊕ eps) * c1`` as new tensors (``sqrt(v / c2)`` under ``"divide_root"``),
         ``⊕`` being ``max`` or ``+``; the divisions by 1 are skipped (they are exact anyway)."""
-        if self.debias == DIVIDE_ROOT and c2 != 1:
+        if self.debias == DIVIDE_ROOT and not is_one(c2):
             denom = torch._foreach_div(v, c2)
             torch._foreach_sqrt_(denom)
         else:
             denom = torch._foreach_sqrt(v)
-            if c2 != 1:
+            if not is_one(c2):
                 torch._foreach_div_(denom, c2)
         if self.eps_mode == "add":
             torch._foreach_add_(denom, eps)
         else:
             torch._foreach_maximum_(denom, eps)
-        if c1 != 1:
+        if not is_one(c1):
             torch._foreach_mul_(denom, c1)
         return denom
 
@@ -110,10 +110,10 @@ class Convention:
         return f"{self.name}({', '.join(self.hyperparams)}{'; ' + ', '.join(parts) if parts else ''})"
 
 
-def _ema_sq_(v: list[torch.Tensor], g: list[torch.Tensor], beta: float) -> None:
+def _ema_sq_(v: list[torch.Tensor], g: list[torch.Tensor], beta) -> None:
     """``v = beta v + (1 - beta) g²`` in place."""
     torch._foreach_mul_(v, beta)
-    torch._foreach_addcmul_(v, g, g, value=1 - beta)
+    add_product_(v, g, g, 1 - beta)
 
 
 def _ema_sq_one_(v: torch.Tensor, g: torch.Tensor, beta: torch.Tensor, one_minus_beta: torch.Tensor) -> None:
@@ -147,6 +147,7 @@ class scale_by_adam(Convention, Transform):  # noqa: N801 - optax-style transfor
     """
 
     name = "scale_by_adam"
+    capturable = True
 
     def __init__(self, betas=(0.9, 0.99), eps: float = 1e-8, *, debias: str = "beta", eps_mode: str = "max",
                  amsgrad: bool = False):
@@ -162,24 +163,24 @@ class scale_by_adam(Convention, Transform):  # noqa: N801 - optax-style transfor
 
     def update(self, updates, bucket):
         b1, b2 = bucket.hp("betas")
-        t = bucket.step
+        t = bucket.t
         m, v = bucket.state("exp_avg"), bucket.state("exp_avg_sq")
-        torch._foreach_lerp_(m, updates, 1 - self.ema_beta(b1, t))
+        lerp_(m, updates, 1 - self.ema_beta(b1, t))
         _ema_sq_(v, updates, self.ema_beta(b2, t))
         if self.amsgrad:
             v_max = bucket.state("max_exp_avg_sq")
             torch._foreach_maximum_(v_max, v)
             v = v_max
-        denom = self.denominator(v, bucket.hp("eps"), math.sqrt(self.correction(b2, t)), self.correction(b1, t))
+        denom = self.denominator(v, bucket.hp("eps"), sqrt(self.correction(b2, t)), self.correction(b1, t))
         return _div_into_(m, denom)
 
     def fuse(self, bucket):
         b1, b2 = bucket.hp("betas")
-        t = bucket.step
+        t = bucket.t
         w1, w2 = self.ema_beta(b1, t), self.ema_beta(b2, t)
         out = (1 - w1, w2, 1 - w2, bucket.hp("eps"))
         if self.debias == "divide":
-            out += (math.sqrt(self.correction(b2, t)), self.correction(b1, t))
+            out += (sqrt(self.correction(b2, t)), self.correction(b1, t))
         return out
 
     def fused(self, u, p, state, s):
@@ -207,6 +208,7 @@ class scale_by_laprop(Convention, Transform):  # noqa: N801
     """
 
     name = "scale_by_laprop"
+    capturable = True
 
     def __init__(self, betas=(0.9, 0.99), eps: float = 1e-8, *, debias: str = "beta", eps_mode: str = "max"):
         self._convention(debias, eps_mode)
@@ -217,15 +219,18 @@ class scale_by_laprop(Convention, Transform):  # noqa: N801
 
     def update(self, updates, bucket):
         b1, b2 = bucket.hp("betas")
-        t = bucket.step
+        t = bucket.t
         m, v = bucket.state("exp_avg"), bucket.state("exp_avg_sq")
         _ema_sq_(v, updates, self.ema_beta(b2, t))
-        denom = self.denominator(v, bucket.hp("eps"), math.sqrt(self.correction(b2, t)))
+        denom = self.denominator(v, bucket.hp("eps"), sqrt(self.correction(b2, t)))
         w1 = self.ema_beta(b1, t)
         torch._foreach_mul_(m, w1)
-        torch._foreach_addcdiv_(m, updates, denom, value=1 - w1)
+        if isinstance(w1, torch.Tensor):  # m + ((1 - w1) g) / denom, addcdiv's order of rounding
+            torch._foreach_addcdiv_(m, torch._foreach_mul(updates, 1 - w1), denom)
+        else:
+            torch._foreach_addcdiv_(m, updates, denom, value=1 - w1)
         c1 = self.correction(b1, t)
-        if c1 != 1:
+        if not is_one(c1):
             for n, d in zip(m, denom):
                 torch.div(n, c1, out=d)
             return Fresh(denom)
@@ -235,11 +240,11 @@ class scale_by_laprop(Convention, Transform):  # noqa: N801
 
     def fuse(self, bucket):
         b1, b2 = bucket.hp("betas")
-        t = bucket.step
+        t = bucket.t
         w1, w2 = self.ema_beta(b1, t), self.ema_beta(b2, t)
         out = (w2, 1 - w2, w1, 1 - w1, bucket.hp("eps"))
         if self.debias == "divide":
-            out += (math.sqrt(self.correction(b2, t)), self.correction(b1, t))
+            out += (sqrt(self.correction(b2, t)), self.correction(b1, t))
         return out
 
     def fused(self, u, p, state, s):
@@ -283,6 +288,7 @@ class scale_by_adopt(Convention, Transform):  # noqa: N801
     """
 
     name = "scale_by_adopt"
+    capturable = True
 
     def __init__(self, betas=(0.9, 0.99), eps: float = 1e-8, clip=step_power(0.25), *, delay: bool = True,
                  debias: str = "beta", eps_mode: str = "max"):
@@ -298,10 +304,10 @@ class scale_by_adopt(Convention, Transform):  # noqa: N801
 
     def _clip(self, bucket):
         """This step's clip bound (for the (t-1)-th momentum update), or None."""
-        return bucket.hp("clip", step=bucket.step - 1)
+        return bucket.hp("clip", step=bucket.t - 1)
 
-    def _b2(self, b2, t):
-        return 0.0 if t == 1 else self.ema_beta(b2, t)  # beta_debias(b2, 1) is 0 too
+    def _b2(self, b2, bucket):
+        return 0.0 if bucket.step == 1 else self.ema_beta(b2, bucket.t)  # beta_debias(b2, 1) is 0 too
 
     def update(self, updates, bucket):
         b1, b2 = bucket.hp("betas")
@@ -309,7 +315,7 @@ class scale_by_adopt(Convention, Transform):  # noqa: N801
         m, v = bucket.state("exp_avg"), bucket.state("exp_avg_sq")
         out = None
         if t > 1:
-            w1 = self.ema_beta(b1, t - 1)
+            w1 = self.ema_beta(b1, bucket.t - 1)
             # n in the denominator's buffer; with delay the new m goes there too (the old m is this
             # step's output): one temporary
             n = _div_into_(updates, self.denominator(v, bucket.hp("eps")))
@@ -317,14 +323,18 @@ class scale_by_adopt(Convention, Transform):  # noqa: N801
             if clip is not None:  # one pass per tensor (the foreach form takes a pass per bound)
                 for x in n:
                     x.clamp_(-clip, clip)
-            if self.delay:
-                torch._foreach_lerp_(n, m, w1)  # (1 - w1) n + w1 m in one pass
+            if self.delay and bucket.capturable:  # m updated in place (a graph replays into it)
+                out = Fresh([x.clone() for x in m]) if t > 2 else None
+                lerp_(n, m, w1)
+                torch._foreach_copy_(m, n)
+            elif self.delay:
+                lerp_(n, m, w1)  # (1 - w1) n + w1 m in one pass
                 bucket.set_state("exp_avg", n)
                 out = Fresh(m) if t > 2 else None  # the replaced m is referenced by nobody
             else:
-                torch._foreach_lerp_(m, n, 1 - w1)
+                lerp_(m, n, 1 - w1)
                 out = m
-        _ema_sq_(v, updates, self._b2(b2, t))
+        _ema_sq_(v, updates, self._b2(b2, bucket))
         return out
 
     fused_state = ("exp_avg", "exp_avg_sq")
@@ -334,7 +344,7 @@ class scale_by_adopt(Convention, Transform):  # noqa: N801
         if t <= (2 if self.delay else 1):  # the steps that produce no update: eager
             return None
         b1, b2 = bucket.hp("betas")
-        w1, w2 = self.ema_beta(b1, t - 1), self._b2(b2, t)
+        w1, w2 = self.ema_beta(b1, bucket.t - 1), self._b2(b2, bucket)
         clip = self._clip(bucket)
         return w1, 1 - w1, bucket.hp("eps"), w2, 1 - w2, float("inf") if clip is None else clip
 
@@ -364,6 +374,7 @@ class scale_by_rms(Convention, Transform):  # noqa: N801
     """
 
     name = "scale_by_rms"
+    capturable = True
 
     def __init__(self, betas=(0.9, 0.99), eps: float = 1e-8, *, debias: str = "beta", eps_mode: str = "max"):
         self._convention(debias, eps_mode, allowed=(*DEBIAS, DIVIDE_ROOT))
@@ -375,17 +386,17 @@ class scale_by_rms(Convention, Transform):  # noqa: N801
     def update(self, updates, bucket):
         v = bucket.state("exp_avg_sq")
         b2 = bucket.hp("betas")[1]
-        _ema_sq_(v, updates, self.ema_beta(b2, bucket.step))
-        denom = self.denominator(v, bucket.hp("eps"), self.root_divisor(b2, bucket.step))
+        _ema_sq_(v, updates, self.ema_beta(b2, bucket.t))
+        denom = self.denominator(v, bucket.hp("eps"), self.root_divisor(b2, bucket.t))
         return _div_into_(updates, denom)
 
     fused_state = ("exp_avg_sq",)
 
     def fuse(self, bucket):
         b2 = bucket.hp("betas")[1]
-        w2 = self.ema_beta(b2, bucket.step)
+        w2 = self.ema_beta(b2, bucket.t)
         out = (w2, 1 - w2, bucket.hp("eps"))
-        return out + (self.root_divisor(b2, bucket.step),) if self._divides else out
+        return out + (self.root_divisor(b2, bucket.t),) if self._divides else out
 
     @property
     def _divides(self) -> bool:

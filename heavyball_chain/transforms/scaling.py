@@ -24,6 +24,7 @@ class add_decayed_weights(Transform):  # noqa: N801 - optax-style transform name
     """
 
     name = "add_decayed_weights"
+    capturable = True
 
     def __init__(self, weight_decay: float = 0.0, *, lr0: float | None = None):
         self.hyperparams = {"weight_decay": Hyper(weight_decay, non_negative)}
@@ -66,11 +67,15 @@ def lr_hyperparams(lr, warmup_steps) -> dict[str, Hyper]:
 
 def warmed_up_lr(bucket):
     """``lr_t = lr * min(t / warmup_steps, 1)``; ``warmup_steps=0`` means no warmup. A tensor lr
-    stays a tensor (no host synchronisation), seen as 0-d (torch.optim also takes a ``(1,)`` lr)."""
+    stays a tensor (no host synchronisation), seen as 0-d (torch.optim also takes a ``(1,)`` lr);
+    at a tensor step (capturable) the warmup factor is a device tensor too."""
     lr = bucket.hp("lr")
     if isinstance(lr, torch.Tensor) and lr.dim():
         lr = lr.reshape(())
     warmup = bucket.hp("warmup_steps")
+    t = bucket.t
+    if warmup > 0 and isinstance(t, torch.Tensor):  # capturable: min(t / warmup, 1) on the device
+        return (lr.to(torch.float64) if isinstance(lr, torch.Tensor) else lr) * (t / warmup).clamp(max=1.0)
     if warmup > 0 and bucket.step < warmup:  # a tensor in fp64, as Python computes with a float lr
         return (lr.to(torch.float64) if isinstance(lr, torch.Tensor) else lr) * (bucket.step / warmup)
     return lr
@@ -85,6 +90,7 @@ class scale_by_learning_rate(Transform):  # noqa: N801
     """
 
     name = "scale_by_learning_rate"
+    capturable = True
 
     def __init__(self, lr: float = 1e-3, warmup_steps: int = 0):
         self.hyperparams = lr_hyperparams(lr, warmup_steps)
@@ -122,6 +128,7 @@ class decay_after_update(Transform):  # noqa: N801 - optax-style transform name
     """
 
     name = "decay_after_update"
+    capturable = True
 
     def __init__(self, lr: float = 1e-3, weight_decay: float = 0.0):
         self.hyperparams = {"lr": Hyper(lr, non_negative, tensor=True),

@@ -5,12 +5,25 @@ from __future__ import annotations
 import torch
 
 from ..core import Bucket, Hyper, Slot, Transform, betas_pair, copy_state, finite, non_negative
+from ..scalars import add_scaled_, lerp_
 from .apply import StochasticWriter
 from .scaling import lr_hyperparams, warmed_up_lr
 
 __all__ = ["schedule_free"]
 
 _WEIGHT_LR = ("current", "max")
+
+
+def _record(bucket: Bucket, name: str, value) -> None:
+    """Set the per-bucket number ``name`` (kept in every parameter's state) to ``value``; in a
+    capturable optimizer, once it is a tensor, by copying into it (a replayed graph reads and
+    writes the same memory)."""
+    held = bucket.state(name)
+    if bucket.capturable and all(isinstance(h, torch.Tensor) for h in held):
+        unique = list({id(h): h for h in held}.values())
+        torch._foreach_copy_(unique, [value] * len(unique))
+    else:
+        bucket.set_state(name, [value] * len(bucket.params))
 
 
 class schedule_free(Transform):  # noqa: N801 - optax-style transform name
@@ -37,6 +50,7 @@ class schedule_free(Transform):  # noqa: N801 - optax-style transform name
 
     name = "schedule_free"
     writes_params = True
+    capturable = True
 
     def __init__(self, lr=0.0025, betas=(0.9, 0.99), warmup_steps: int = 0, r: float = 0.0,
                  weight_lr_power: float = 2.0, seed: int = 0, weight_lr: str = "current"):
@@ -64,6 +78,7 @@ class schedule_free(Transform):  # noqa: N801 - optax-style transform name
         self.writer.init(bucket)
 
     def check_step(self, bucket: Bucket) -> None:
+        self.writer.check_step(bucket)
         key = bucket.key("train_mode")
         if not all(s.get(key, True) for s in bucket.states):
             raise RuntimeError("step() called in eval mode: call optimizer.train() before training")
@@ -77,13 +92,13 @@ class schedule_free(Transform):  # noqa: N801 - optax-style transform name
             lr = lr.to(torch.float64)
         b1 = bucket.hp("betas")[0]
         weight_lr = lr if self.weight_lr == "current" else self._lr_max(bucket, lr)
-        weight = bucket.step ** bucket.hp("r") * weight_lr ** bucket.hp("weight_lr_power")
+        weight = bucket.t ** bucket.hp("r") * weight_lr ** bucket.hp("weight_lr_power")
         weight_sum = bucket.states[0][bucket.key("weight_sum")] + weight
         if isinstance(weight_sum, torch.Tensor):
             c = torch.where(weight_sum > 0, weight / weight_sum, torch.zeros_like(weight_sum))
         else:
             c = weight / weight_sum if weight_sum > 0 else 0.0
-        bucket.set_state("weight_sum", [weight_sum] * len(bucket.params))
+        _record(bucket, "weight_sum", weight_sum)
         return c, lr * (b1 * (1 - c) - 1), -lr
 
     @staticmethod
@@ -96,21 +111,17 @@ class schedule_free(Transform):  # noqa: N801 - optax-style transform name
             lr_max = previous.clamp_min(lr)
         else:
             lr_max = max(lr, previous)
-        bucket.set_state("lr_max", [lr_max] * len(bucket.params))
+        _record(bucket, "lr_max", lr_max)
         return lr_max
 
     def update(self, updates, bucket):
         c, k, minus_lr = self._coefficients(bucket)
         y, z = bucket.params_compute(), bucket.state("z")
-        if isinstance(c, torch.Tensor):  # a tensor lr: tensor coefficients, no host synchronisation
-            c, k, minus_lr = (x.to(bucket.dtype) for x in (c, k, minus_lr))
-            torch._foreach_lerp_(y, z, [c] * len(y))
-            torch._foreach_addcmul_(y, updates, [k] * len(y))  # rounds as add(alpha=k) does
-            torch._foreach_addcmul_(z, updates, [minus_lr] * len(z))
-        else:
-            torch._foreach_lerp_(y, z, c)
-            torch._foreach_add_(y, updates, alpha=k)
-            torch._foreach_add_(z, updates, alpha=minus_lr)
+        # a tensor lr or step: tensor coefficients, no host synchronisation (addcmul by a 0-d tensor
+        # rounds as add(alpha=k) does)
+        lerp_(y, z, c)
+        add_scaled_(y, updates, k)
+        add_scaled_(z, updates, minus_lr)
         self.writer.write(bucket, y)
         return updates
 

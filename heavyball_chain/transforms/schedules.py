@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..core import Hyper, Schedule, non_negative
+from ..scalars import at_least
 
 __all__ = ["palm_beta2", "palm_betas", "step_power"]
 
@@ -28,7 +29,7 @@ class palm_beta2(Schedule):  # noqa: N801 - optax-style name
 
     def at(self, step, group):
         scale = self.scale if self.scale is not None else group["beta2_scale"]
-        return 1 - max(step, 1) ** (-scale)
+        return 1 - at_least(step, 1) ** (-scale)
 
 
 
@@ -53,4 +54,4 @@ class step_power(Schedule):  # noqa: N801
     scale: float = 1.0
 
     def at(self, step, group):
-        return self.scale * max(step, 1) ** self.exponent
+        return self.scale * at_least(step, 1) ** self.exponent

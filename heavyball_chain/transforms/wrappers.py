@@ -42,6 +42,7 @@ class scale(Transform):  # noqa: N801
     """``u = c u`` for a constant ``c`` (use ``scale_by_learning_rate`` for a hyperparameter)."""
 
     name = "scale"
+    capturable = True
 
     def __init__(self, factor: float):
         if isinstance(factor, bool) or not isinstance(factor, (int, float)):
