@@ -10,7 +10,11 @@ fresh optimizer over its own copy; its first ``--warmup`` steps (compilation, SO
 preconditioner) are timed apart ("first s"), then ``--steps`` steps (CUDA events on a GPU).
 Rows: torch.optim.AdamW fused (the baseline of ``x fused``) and foreach; our ForeachAdamW,
 ForeachLaProp and AdamW, eager and compiled; MuonWithAdamW (Muon on the hidden matrices); SOAP
-(``precondition_frequency=1``: its most expensive phase) at the first size only; and, when
+(``precondition_frequency=1``: its most expensive phase) at the first size only; the
+``graph`` rows (torch's AdamW and our ForeachAdamW/AdamW with ``capturable=True``) capture one
+step in a CUDA graph after the warm-up and time its replays (on the CPU they step eagerly,
+capturable, so the path is known to work; our bf16 rows refuse, as stochastic rounding seeds on
+the host); and, when
 ``heavyball`` is importable, its AdamW and SOAP classes (0.8: ForeachLaProp, ForeachSOAP). ``peak MB`` is the growth of allocated
 memory during one step (``torch.cuda.max_memory_allocated``; on the CPU torch's profiler).
 Optimizers a size does not fit are reported as failed rows, and the run goes on.
@@ -79,6 +83,11 @@ def rows(args) -> dict[str, Callable[[torch.nn.Module], torch.optim.Optimizer]]:
         cls = getattr(hc, name)
         out[name] = lambda m, cls=cls: cls(m.parameters(), lr=1e-3)
         out[f"{name} compile"] = lambda m, cls=cls: cls(m.parameters(), lr=1e-3, compile=True)
+    out["torch.AdamW(capturable) graph"] = lambda m: torch.optim.AdamW(
+        m.parameters(), lr=1e-3, capturable=m.grads[0].is_cuda, foreach=True)
+    for name in ("ForeachAdamW", "AdamW"):
+        cls = getattr(hc, name)
+        out[f"{name} capturable graph"] = lambda m, cls=cls: cls(m.parameters(), lr=1e-3, capturable=True)
     out["MuonWithAdamW"] = lambda m: hc.MuonWithAdamW(m)
     out["ForeachSOAP"] = lambda m: hc.ForeachSOAP(m.parameters(), lr=1e-3, precondition_frequency=1)
     try:
@@ -127,7 +136,21 @@ def peak_bytes(step: Callable[[], None], device: torch.device) -> int:
     return torch.cuda.max_memory_allocated() - before
 
 
-def measure(make, size, dtype, args, device) -> dict:
+def graphed(step: Callable[[], None]) -> Callable[[], None]:
+    """``step`` captured once in a CUDA graph (after the warm-up steps, on a side stream as torch's
+    documentation asks); the returned function replays it."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        step()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    return graph.replay
+
+
+def measure(make, size, dtype, args, device, graph: bool = False) -> dict:
     model = GPTParams(*size, device=device, dtype=dtype)
     step = model.stepper(make(model))
     if device.type == "cuda":
@@ -135,6 +158,8 @@ def measure(make, size, dtype, args, device) -> dict:
     t = time.perf_counter()
     for _ in range(args.warmup):
         step()
+    if graph and device.type == "cuda":
+        step = graphed(step)
     if device.type == "cuda":
         torch.cuda.synchronize()
     first = time.perf_counter() - t
@@ -181,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
                 if "SOAP" in name and label != next(iter(sizes)):
                     continue  # SOAP at 1.3B: minutes per refresh-every-step run
                 try:
-                    r = measure(table[name], size, dtype, args, device)
+                    r = measure(table[name], size, dtype, args, device, graph=name.endswith(" graph"))
                 except Exception as exc:  # noqa: BLE001 - a row that cannot run is reported, the rest run
                     print(f"{name:36} failed: {type(exc).__name__}: {str(exc).splitlines()[0][:80]}")
                     continue

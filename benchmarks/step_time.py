@@ -145,6 +145,11 @@ def factories(heavyball) -> dict[str, tuple[Callable, str]]:
     for name in ELEMENTWISE + SOAP:
         rows[name] = (lambda ps, name=name: getattr(hc, name)(ps), name)
         rows[f"{name} compile"] = (lambda ps, name=name: getattr(hc, name)(ps, compile=True), name)
+        if name in ELEMENTWISE:  # a step a CUDA graph can capture: the numbers computed on the device
+            rows[f"{name} capturable"] = (lambda ps, name=name: getattr(hc, name)(ps, capturable=True), name)
+        if name in ("ForeachAdamW", "ForeachLaProp"):
+            rows[f"{name} compile capturable"] = (
+                lambda ps, name=name: getattr(hc, name)(ps, compile=True, capturable=True), name)
         old = {"PrecondScheduleSFPaLMForeachSOAP": "PrecondScheduleSFPaLMSOAP"}.get(name, name)
         if heavyball is not None and hasattr(heavyball, old):
             # warmup_steps=1: 0.8.1 divides by warmup_steps (0 is its elementwise presets' default)
