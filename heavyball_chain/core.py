@@ -342,7 +342,7 @@ class Bucket:
         if len(distinct) <= 1:
             step = distinct[0] if distinct else self.step
             return [(None, self if step == self.step else self.replace(step=step))]
-        out = []
+        out: list[tuple[list[int] | None, Bucket]] = []
         for step in distinct:
             idx = [i for i, s in enumerate(steps) if s == step]
             out.append((idx, self.subset(idx).replace(step=step)))
@@ -388,21 +388,22 @@ class Bucket:
             return value
         if value.shape != self.params[i].shape:
             return value
-        p = self.sharded[i]
-        shape, stride = p.shape, p.stride()
+        p: Any = self.sharded[i]  # a DTensor
+        shape, stride = tuple(p.shape), p.stride()
         if p.is_complex():  # the state is of the real view
             shape, stride = (*shape, 2), (*(2 * s for s in stride), 1)
-        return DTensor.from_local(value, p.device_mesh, p.placements, shape=shape, stride=stride,
+        return DTensor.from_local(value, p.device_mesh, p.placements, shape=torch.Size(shape), stride=stride,
                                   run_check=False)
 
-    def norms(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    def norms(self, tensors: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
         """Per-tensor 2-norms (0-d tensors). For sharded parameters ``tensors`` are local shards
         and the norms are of the whole tensors: squared local norms are summed over the mesh."""
-        norms = torch._foreach_norm(tensors)
+        norms = list(torch._foreach_norm(tensors))
         if self.sharded is None or not norms:
             return norms
         squares = torch.stack(norms).square()
-        torch.distributed.all_reduce(squares, group=self.sharded[0].device_mesh.get_group())
+        mesh = self.sharded[0].device_mesh  # type: ignore[attr-defined]  # a DTensor
+        torch.distributed.all_reduce(squares, group=mesh.get_group())
         return list(squares.sqrt().unbind())
 
     def params_compute(self) -> list[torch.Tensor]:
@@ -412,7 +413,7 @@ class Bucket:
         return [p if p.dtype == compute_dtype(p.dtype) else p.float() for p in self.params]
 
 
-def run_at_steps(fn: Callable[[list, "Bucket"], list | None], updates: list, views) -> list | None:
+def run_at_steps(fn: Callable[[Any, "Bucket"], Sequence | None], updates: Sequence, views) -> Sequence | None:
     """``fn(updates, view)`` on each view of :meth:`Bucket.at_steps`, merged back into one list
     (``None`` for the parameters whose view returned ``None``; ``None`` if all did)."""
     if views[0][0] is None:
@@ -603,7 +604,7 @@ class Transform:
     def check_step(self, bucket: Bucket) -> None:
         pass
 
-    def update(self, updates: list[torch.Tensor], bucket: Bucket) -> list[torch.Tensor] | None:
+    def update(self, updates: list[torch.Tensor], bucket: Bucket) -> Sequence[torch.Tensor | None] | None:
         raise NotImplementedError
 
     def state_bytes(self, p: torch.Tensor, group: dict) -> int:
@@ -697,7 +698,7 @@ class Chain(Transform):
             out.update(t.state_layout(child))
         return out
 
-    def _run(self, t: Transform, name: str, updates: list, bucket: Bucket) -> list | None:
+    def _run(self, t: Transform, name: str, updates: list, bucket: Bucket) -> Sequence | None:
         return run_at_steps(t.update, updates, self._by_lag(bucket, name))
 
     def _fusable(self, start: int, bucket: Bucket) -> list:
@@ -715,7 +716,7 @@ class Chain(Transform):
             run.append(FusedPart(t, views[0][1], scalars))
         return run
 
-    def update(self, updates, bucket):
+    def update(self, updates: list[torch.Tensor], bucket: Bucket) -> Sequence[torch.Tensor | None] | None:
         live = list(range(len(updates)))  # positions in the original bucket still being updated
         view = bucket
         i = 0

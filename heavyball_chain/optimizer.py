@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from itertools import chain as iter_chain
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, cast, overload
 
 import torch
 
@@ -75,7 +75,11 @@ def _restored(name: str, saved: Any, current: Any) -> Any:
     return saved
 
 
-def _real(t: torch.Tensor | None) -> torch.Tensor | None:
+@overload
+def _real(t: torch.Tensor) -> torch.Tensor: ...
+@overload
+def _real(t: None) -> None: ...
+def _real(t: torch.Tensor | None) -> torch.Tensor | None:  # noqa: E302
     """Complex tensors as their real view (a trailing dimension of 2), as torch.optim does."""
     return torch.view_as_real(t) if t is not None and t.is_complex() else t
 
@@ -347,6 +351,7 @@ class ChainOptimizer(torch.optim.Optimizer):
         torch._foreach_add_(steps, 1.0)
         bucket.clock, bucket.clock_step = steps[0], bucket.step
         params = [p for g in self.param_groups for p in g["params"]]
+        assert bucket.positions is not None  # the optimizer's buckets have them
         for i in bucket.positions:
             self._host_steps[params[i]] = bucket.step
 
@@ -444,8 +449,8 @@ class ChainOptimizer(torch.optim.Optimizer):
                 elif isinstance(value, torch.Tensor):
                     new[name] = value.detach().clone()
         self.__setstate__({"state": state, "param_groups": new_groups})
-        for hook in self._optimizer_load_state_dict_post_hooks.values():
-            hook(self)
+        for post_hook in self._optimizer_load_state_dict_post_hooks.values():
+            post_hook(self)
 
     def _loaded_group(self, i: int, group: dict, saved: dict) -> dict:
         """The group after loading ``saved`` into ``group`` (checked; nothing is changed yet)."""
@@ -485,7 +490,7 @@ class ChainOptimizer(torch.optim.Optimizer):
             names = group.get("param_names")
             for i, p in enumerate(group["params"]):
                 seen = _real(p)
-                view = Bucket(params=[seen], grads=[None], states=[{}], group=group, step=0,
+                view = Bucket(params=[seen], grads=cast(list, [None]), states=[{}], group=group, step=0,
                               sharded=[p] if isinstance(p, DTensor) else None,
                               names=[names[i] if names else None], positions=[offset + i], hypers=self._hyperparams)
                 label = f"parameter {offset + i}" + (f" ({names[i]})" if names else "")

@@ -171,7 +171,7 @@ def _state_bytes_per_element(name: str, p: torch.nn.Parameter) -> str:
         if name == "MuonWithAdamW":  # takes a model: the matrix is a hidden layer, the vector its bias
             model = torch.nn.Linear(512, 512)
             opt = cls(model)
-            p = model.weight if p.dim() == 2 else model.bias
+            p = model.weight if p.dim() == 2 else model.bias  # type: ignore[assignment]
         else:
             opt = cls([p])
     except (TypeError, ValueError):

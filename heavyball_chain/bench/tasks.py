@@ -67,6 +67,8 @@ class TinyGPT(torch.nn.Module):
         self.head = torch.nn.Linear(width, 256)
         self.register_buffer("mask", torch.nn.Transformer.generate_square_subsequent_mask(context), persistent=False)
 
+    mask: torch.Tensor  # a buffer
+
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         t = idx.shape[1]
         h = self.embed(idx) + self.pos[:t]

@@ -78,7 +78,8 @@ class MuonWithAdamW(ChainOptimizer):
         if muon_filter is not None and not callable(muon_filter):
             raise TypeError(f"muon_filter: expected a callable (name, param) -> bool, got {type(muon_filter).__name__}")
         route = is_hidden_matrix(model) if muon_filter is None else muon_filter
-        muon, adamw = [], []
+        muon: list[tuple[str, torch.Tensor]] = []
+        adamw: list[tuple[str, torch.Tensor]] = []
         for name, p in model.named_parameters():
             if not p.requires_grad:
                 continue

@@ -12,11 +12,14 @@ import torch
 
 from ..core import Fresh, Hyper, Slot, Transform, compute_dtype, non_negative, zeros_state
 from .gradient import closed_unit_interval
+from typing import Any, Sequence
+from ..core import Bucket
 
 __all__ = ["scale_by_rmsprop", "scale_by_adagrad", "scale_by_inverse_time_decay"]
 
 
-def _add_eps_div_into_(numerators: list[torch.Tensor], roots: list[torch.Tensor], eps: float) -> Fresh:
+def _add_eps_div_into_(numerators: Sequence[torch.Tensor], roots: list[torch.Tensor] | tuple[torch.Tensor, ...],
+                       eps: float) -> Fresh:
     """``n / (r + eps)`` written into the (temporary) roots."""
     torch._foreach_add_(roots, eps)
     for n, d in zip(numerators, roots):
@@ -47,10 +50,10 @@ class scale_by_rmsprop(Transform):  # noqa: N801 - optax-style transform name
         self.centered = centered
         self.fused_state = ("square_avg", "grad_avg") if centered else ("square_avg",)
 
-    def slots(self, bucket):
+    def slots(self, bucket: Bucket) -> dict[str, Slot]:
         return {"square_avg": Slot(), "grad_avg": Slot()} if self.centered else {"square_avg": Slot()}
 
-    def update(self, updates, bucket):
+    def update(self, updates: list[torch.Tensor], bucket: Bucket) -> Sequence[torch.Tensor | None] | None:
         alpha = bucket.hp("alpha")
         v = bucket.state("square_avg")
         torch._foreach_mul_(v, alpha)
@@ -64,11 +67,12 @@ class scale_by_rmsprop(Transform):  # noqa: N801 - optax-style transform name
             root = torch._foreach_sqrt(v)
         return _add_eps_div_into_(updates, root, bucket.hp("eps"))
 
-    def fuse(self, bucket):
+    def fuse(self, bucket: Bucket) -> tuple[Any, ...] | None:
         alpha = bucket.hp("alpha")
         return alpha, 1 - alpha, bucket.hp("eps")
 
-    def fused(self, u, p, state, s):
+    def fused(self, u: torch.Tensor, p: torch.Tensor, state: Sequence[torch.Tensor],
+              s: torch.Tensor) -> torch.Tensor:
         v = state[0]
         v.mul_(s[0]).add_(s[1] * u * u)
         if self.centered:
@@ -77,7 +81,7 @@ class scale_by_rmsprop(Transform):  # noqa: N801 - optax-style transform name
             return u / ((v - gbar * gbar).sqrt() + s[2])
         return u / (v.sqrt() + s[2])
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"scale_by_rmsprop(alpha, eps{', centered' if self.centered else ''})"
 
 
@@ -97,25 +101,26 @@ class scale_by_adagrad(Transform):  # noqa: N801
         self.hyperparams = {"eps": Hyper(eps, non_negative),
                             "initial_accumulator_value": Hyper(initial_accumulator_value, non_negative, fixed=True)}
 
-    def slots(self, bucket):
+    def slots(self, bucket: Bucket) -> dict[str, Slot]:
         return {"sum": Slot(init=zeros_state)}  # init() fills it with initial_accumulator_value
 
-    def init(self, bucket):
+    def init(self, bucket: Bucket) -> None:
         value = bucket.hp("initial_accumulator_value")
         bucket.init_state("sum", lambda p: torch.full_like(p, value, dtype=compute_dtype(p.dtype),
                                                            memory_format=torch.preserve_format))
 
-    def update(self, updates, bucket):
+    def update(self, updates: list[torch.Tensor], bucket: Bucket) -> Sequence[torch.Tensor | None] | None:
         total = bucket.state("sum")
         torch._foreach_addcmul_(total, updates, updates)
         return _add_eps_div_into_(updates, torch._foreach_sqrt(total), bucket.hp("eps"))
 
     fused_state = ("sum",)
 
-    def fuse(self, bucket):
+    def fuse(self, bucket: Bucket) -> tuple[Any, ...] | None:
         return (bucket.hp("eps"),)
 
-    def fused(self, u, p, state, s):
+    def fused(self, u: torch.Tensor, p: torch.Tensor, state: Sequence[torch.Tensor],
+              s: torch.Tensor) -> torch.Tensor:
         (total,) = state
         total.add_(u * u)
         return u / (total.sqrt() + s[0])
@@ -136,7 +141,7 @@ class scale_by_inverse_time_decay(Transform):  # noqa: N801
     def _factor(self, bucket) -> float:
         return 1 / (1 + (bucket.step - 1) * bucket.hp("lr_decay"))
 
-    def update(self, updates, bucket):
+    def update(self, updates: list[torch.Tensor], bucket: Bucket) -> Sequence[torch.Tensor | None] | None:
         if bucket.hp("lr_decay") == 0:
             return updates
         factor = self._factor(bucket)
@@ -145,8 +150,9 @@ class scale_by_inverse_time_decay(Transform):  # noqa: N801
             return updates
         return Fresh(torch._foreach_mul(updates, factor))
 
-    def fuse(self, bucket):
+    def fuse(self, bucket: Bucket) -> tuple[Any, ...] | None:
         return (self._factor(bucket),)
 
-    def fused(self, u, p, state, s):
+    def fused(self, u: torch.Tensor, p: torch.Tensor, state: Sequence[torch.Tensor],
+              s: torch.Tensor) -> torch.Tensor:
         return u * s[0]

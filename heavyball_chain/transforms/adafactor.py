@@ -24,12 +24,13 @@ step need only whole-tensor norms (``Bucket.norms`` sums them over the mesh) and
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
 from ..core import Elements, Fresh, Hyper, Slot, Transform, compute_dtype, non_negative
 from .sharded import owner_computes
+from ..core import Bucket
 
 __all__ = ["scale_by_factored_rms", "clip_by_block_rms", "scale_by_relative_step"]
 
@@ -81,7 +82,7 @@ class scale_by_factored_rms(Transform):  # noqa: N801 - optax-style transform na
     def __init__(self, beta2_decay: float = -0.8, eps=(None, 1e-3)):
         self.hyperparams = {"beta2_decay": Hyper(beta2_decay, _non_positive), "eps": _eps_hyper(eps)}
 
-    def slots(self, bucket):
+    def slots(self, bucket: Bucket) -> dict[str, Slot]:
         shape = _global_shape(bucket, 0)
         sharded = bucket.sharded is not None
         if len(shape) < 2:
@@ -90,7 +91,7 @@ class scale_by_factored_rms(Transform):  # noqa: N801 - optax-style transform na
         return {"row_var": Slot(shape=row, init=None if sharded else _zeros(row)),
                 "col_var": Slot(shape=col, init=None if sharded else _zeros(col))}
 
-    def update(self, updates, bucket):
+    def update(self, updates: list[torch.Tensor], bucket: Bucket) -> Sequence[torch.Tensor | None] | None:
         eps1 = bucket.hp("eps")[0]
         if eps1 is None:  # the parameter's own dtype, as torch.optim (not the compute dtype)
             eps1 = torch.finfo(bucket.params[0].dtype).eps
@@ -138,7 +139,7 @@ class clip_by_block_rms(Transform):  # noqa: N801
     def __init__(self, d: float = 1.0):
         self.hyperparams = {"d": Hyper(d, _at_least_one)}
 
-    def update(self, updates, bucket):
+    def update(self, updates: list[torch.Tensor], bucket: Bucket) -> Sequence[torch.Tensor | None] | None:
         d = bucket.hp("d")
         norms = bucket.norms(updates)
         denominators = [torch.clamp(n / (math.sqrt(_global_shape(bucket, i).numel()) * d), min=1.0)
@@ -164,7 +165,7 @@ class scale_by_relative_step(Transform):  # noqa: N801
     def __init__(self, lr: float = 1e-2, eps=(None, 1e-3)):
         self.hyperparams = {"lr": Hyper(lr, non_negative, tensor=True), "eps": _eps_hyper(eps)}
 
-    def update(self, updates, bucket):
+    def update(self, updates: list[torch.Tensor], bucket: Bucket) -> Sequence[torch.Tensor | None] | None:
         lr, eps2 = bucket.hp("lr"), bucket.hp("eps")[1]
         cap = 1 / bucket.step**0.5
         rho = torch.clamp(lr, max=cap) if isinstance(lr, torch.Tensor) else min(lr, cap)

@@ -14,6 +14,8 @@ import torch
 
 from ..core import Fresh, Hyper, Slot, Transform, betas_pair, non_negative
 from .moments import _div_into_, _ema_sq_, _ema_sq_one_
+from typing import Any, Sequence
+from ..core import Bucket
 
 __all__ = ["scale_by_nadam", "scale_by_radam", "scale_by_adamax", "nadam_mu"]
 
@@ -47,10 +49,10 @@ class scale_by_nadam(Transform):  # noqa: N801 - optax-style transform name
     def __init__(self, betas=(0.9, 0.999), eps: float = 1e-8, momentum_decay: float = 4e-3):
         self.hyperparams = {**_hyperparams(betas, eps), "momentum_decay": Hyper(momentum_decay, non_negative)}
 
-    def slots(self, bucket):
+    def slots(self, bucket: Bucket) -> dict[str, Slot]:
         return {"exp_avg": Slot(), "exp_avg_sq": Slot(), "mu_product": Slot(float, init=lambda p: 1.0)}
 
-    def _coefficients(self, bucket, products: list[float]) -> tuple[list[float], list[float], list[float]]:
+    def _coefficients(self, bucket, products: Sequence[Any]) -> tuple[list[Any], list[Any], list[Any]]:
         """Per parameter: the new product ``P_t``, ``(1 - mu_t) / (1 - P_t)`` and ``mu_{t+1} / (1 - P_t mu_{t+1})``."""
         b1 = bucket.hp("betas")[0]
         decay, t = bucket.hp("momentum_decay"), bucket.step
@@ -58,7 +60,7 @@ class scale_by_nadam(Transform):  # noqa: N801 - optax-style transform name
         new = [p * mu for p in products]
         return new, [(1.0 - mu) / (1.0 - p) for p in new], [mu_next / (1.0 - p * mu_next) for p in new]
 
-    def update(self, updates, bucket):
+    def update(self, updates: list[torch.Tensor], bucket: Bucket) -> Sequence[torch.Tensor | None] | None:
         b1, b2 = bucket.hp("betas")
         products, c_g, c_m = self._coefficients(bucket, bucket.state("mu_product"))
         bucket.set_state("mu_product", products)
@@ -73,7 +75,7 @@ class scale_by_nadam(Transform):  # noqa: N801 - optax-style transform name
         torch._foreach_addcdiv_(out, m, denom, c_m)
         return Fresh(out)
 
-    def fuse(self, bucket):
+    def fuse(self, bucket: Bucket) -> tuple[Any, ...] | None:
         old = bucket.state("mu_product")
         if any(p != old[0] for p in old):  # parameters with different histories: eager, per-parameter scalars
             return None
@@ -82,7 +84,8 @@ class scale_by_nadam(Transform):  # noqa: N801 - optax-style transform name
         b1, b2 = bucket.hp("betas")
         return 1 - b1, b2, 1 - b2, 1 - b2**bucket.step, bucket.hp("eps"), c_g[0], c_m[0]
 
-    def fused(self, u, p, state, s):
+    def fused(self, u: torch.Tensor, p: torch.Tensor, state: Sequence[torch.Tensor],
+              s: torch.Tensor) -> torch.Tensor:
         m, v = state
         m.lerp_(u, s[0])
         _ema_sq_one_(v, u, s[1], s[2])
@@ -124,10 +127,10 @@ class scale_by_radam(Transform):  # noqa: N801
     def __init__(self, betas=(0.9, 0.999), eps: float = 1e-8):
         self.hyperparams = _hyperparams(betas, eps)
 
-    def slots(self, bucket):
+    def slots(self, bucket: Bucket) -> dict[str, Slot]:
         return {"exp_avg": Slot(), "exp_avg_sq": Slot()}
 
-    def update(self, updates, bucket):
+    def update(self, updates: list[torch.Tensor], bucket: Bucket) -> Sequence[torch.Tensor | None] | None:
         b1, b2 = bucket.hp("betas")
         t = bucket.step
         m, v = bucket.state("exp_avg"), bucket.state("exp_avg_sq")
@@ -142,14 +145,15 @@ class scale_by_radam(Transform):  # noqa: N801
         torch._foreach_mul_(out, rect * (1 - b2**t) ** 0.5 / (1 - b1**t))
         return out
 
-    def fuse(self, bucket):
+    def fuse(self, bucket: Bucket) -> tuple[Any, ...] | None:
         b1, b2 = bucket.hp("betas")
         t = bucket.step
         rect = radam_rectification(b2, t)
         a, q = (0.0, 1 / (1 - b1**t)) if rect is None else (rect * (1 - b2**t) ** 0.5 / (1 - b1**t), 0.0)
         return 1 - b1, b2, 1 - b2, bucket.hp("eps"), a, q
 
-    def fused(self, u, p, state, s):
+    def fused(self, u: torch.Tensor, p: torch.Tensor, state: Sequence[torch.Tensor],
+              s: torch.Tensor) -> torch.Tensor:
         m, v = state
         m.lerp_(u, s[0])
         _ema_sq_one_(v, u, s[1], s[2])
@@ -172,10 +176,10 @@ class scale_by_adamax(Transform):  # noqa: N801
     def __init__(self, betas=(0.9, 0.999), eps: float = 1e-8):
         self.hyperparams = _hyperparams(betas, eps)
 
-    def slots(self, bucket):
+    def slots(self, bucket: Bucket) -> dict[str, Slot]:
         return {"exp_avg": Slot(), "exp_inf": Slot()}
 
-    def update(self, updates, bucket):
+    def update(self, updates: list[torch.Tensor], bucket: Bucket) -> Sequence[torch.Tensor | None] | None:
         b1, b2 = bucket.hp("betas")
         m, w = bucket.state("exp_avg"), bucket.state("exp_inf")
         torch._foreach_lerp_(m, updates, 1 - b1)
@@ -188,11 +192,12 @@ class scale_by_adamax(Transform):  # noqa: N801
             torch.mul(x, c1, out=d)
         return _div_into_(m, tmp)
 
-    def fuse(self, bucket):
+    def fuse(self, bucket: Bucket) -> tuple[Any, ...] | None:
         b1, b2 = bucket.hp("betas")
         return 1 - b1, b2, bucket.hp("eps"), 1 - b1**bucket.step
 
-    def fused(self, u, p, state, s):
+    def fused(self, u: torch.Tensor, p: torch.Tensor, state: Sequence[torch.Tensor],
+              s: torch.Tensor) -> torch.Tensor:
         m, w = state
         m.lerp_(u, s[0])
         w.copy_(torch.maximum(w * s[1], u.abs() + s[2]))

@@ -3,9 +3,12 @@ Recognition Without Normalization", arXiv 2102.06171, sec. 4.1)."""
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 
 from ..core import Hyper, Transform, non_negative
+from ..core import Bucket
 
 __all__ = ["clip_by_adaptive_norm"]
 
@@ -25,7 +28,7 @@ class clip_by_adaptive_norm(Transform):  # noqa: N801 - optax-style transform na
         self.hyperparams = {"gradient_clip_val": Hyper(gradient_clip_val, non_negative)}
         self.minimum, self.eps = minimum, eps
 
-    def update(self, updates, bucket):
+    def update(self, updates: list[torch.Tensor], bucket: Bucket) -> Sequence[torch.Tensor | None] | None:
         clip = bucket.hp("gradient_clip_val")
         if clip <= 0:
             return updates

@@ -16,6 +16,8 @@ import torch
 
 from ..core import Elements, Hyper, Slot, Transform, non_negative, non_negative_int, unit_interval
 from .moments import _div_into_, _ema_sq_, _ema_sq_one_
+from typing import Any, Sequence
+from ..core import Bucket
 
 __all__ = ["scale_by_ademamix", "ademamix_alpha", "ademamix_beta3"]
 
@@ -91,7 +93,7 @@ class scale_by_ademamix(Transform):  # noqa: N801 - optax-style transform name
             "eps": Hyper(eps, non_negative),
         }
 
-    def slots(self, bucket):
+    def slots(self, bucket: Bucket) -> dict[str, Slot]:
         return {"exp_avg": Slot(), "exp_avg_slow": Slot(), "exp_avg_sq": Slot()}
 
     def _scalars(self, bucket):
@@ -102,7 +104,7 @@ class scale_by_ademamix(Transform):  # noqa: N801 - optax-style transform name
         b3 = ademamix_beta3(t, b1, b3, bucket.hp("beta3_warmup"))
         return 1 - b1, 1 - b3, b2, 1 - b2, math.sqrt(1 - b2**t), bucket.hp("eps"), 1 - b1**t, alpha
 
-    def update(self, updates, bucket):
+    def update(self, updates: list[torch.Tensor], bucket: Bucket) -> Sequence[torch.Tensor | None] | None:
         w1, w3, b2, w2, sqrt_bc2, eps, bc1, alpha = self._scalars(bucket)
         m1, m2, v = bucket.state("exp_avg"), bucket.state("exp_avg_slow"), bucket.state("exp_avg_sq")
         torch._foreach_lerp_(m1, updates, w1)
@@ -117,10 +119,11 @@ class scale_by_ademamix(Transform):  # noqa: N801 - optax-style transform name
 
     fused_state = ("exp_avg", "exp_avg_slow", "exp_avg_sq")
 
-    def fuse(self, bucket):
+    def fuse(self, bucket: Bucket) -> tuple[Any, ...] | None:
         return self._scalars(bucket)
 
-    def fused(self, u, p, state, s):
+    def fused(self, u: torch.Tensor, p: torch.Tensor, state: Sequence[torch.Tensor],
+              s: torch.Tensor) -> torch.Tensor:
         m1, m2, v = state
         m1.lerp_(u, s[0])
         m2.lerp_(u, s[1])

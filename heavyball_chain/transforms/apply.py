@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..core import Bucket, Slot, Transform
+from typing import Any, Sequence
 
 __all__ = ["apply_updates", "stochastic_round_apply", "stochastic_round_", "StochasticWriter", "seed_for"]
 
@@ -54,6 +55,7 @@ class StochasticWriter:
     def init(self, bucket: Bucket) -> None:
         if bucket.params[0].dtype == torch.bfloat16:
             key = bucket.key("seed")
+            assert bucket.positions is not None  # an optimizer's bucket
             for position, s in zip(bucket.positions, bucket.states):
                 s.setdefault(key, seed_for(self.seed, position))
 
@@ -91,7 +93,7 @@ class apply_updates(Transform):  # noqa: N801 - optax-style transform name
     writes_params = True
     capturable = True
 
-    def update(self, updates, bucket):
+    def update(self, updates: list[torch.Tensor], bucket: Bucket) -> Sequence[torch.Tensor | None] | None:
         p32 = bucket.params_compute()
         torch._foreach_add_(p32, updates)
         if p32[0] is not bucket.params[0]:
@@ -99,10 +101,11 @@ class apply_updates(Transform):  # noqa: N801 - optax-style transform name
                 p.copy_(v)
         return updates
 
-    def fuse(self, bucket):
+    def fuse(self, bucket: Bucket) -> tuple[Any, ...] | None:
         return _fuse_in_place_write(bucket)
 
-    def fused(self, u, p, state, s):
+    def fused(self, u: torch.Tensor, p: torch.Tensor, state: Sequence[torch.Tensor],
+              s: torch.Tensor) -> torch.Tensor:
         p.add_(u)
         return u
 
@@ -122,7 +125,7 @@ class stochastic_round_apply(Transform):  # noqa: N801
     def __init__(self, seed: int = 0):
         self.writer = StochasticWriter(seed)
 
-    def slots(self, bucket):
+    def slots(self, bucket: Bucket) -> dict[str, Slot]:
         return self.writer.slots(bucket)
 
     def init(self, bucket: Bucket) -> None:
@@ -131,15 +134,16 @@ class stochastic_round_apply(Transform):  # noqa: N801
     def check_step(self, bucket: Bucket) -> None:
         self.writer.check_step(bucket)
 
-    def update(self, updates, bucket):
+    def update(self, updates: list[torch.Tensor], bucket: Bucket) -> Sequence[torch.Tensor | None] | None:
         p32 = bucket.params_compute()
         torch._foreach_add_(p32, updates)
         self.writer.write(bucket, p32)
         return updates
 
-    def fuse(self, bucket):
+    def fuse(self, bucket: Bucket) -> tuple[Any, ...] | None:
         return _fuse_in_place_write(bucket)
 
-    def fused(self, u, p, state, s):
+    def fused(self, u: torch.Tensor, p: torch.Tensor, state: Sequence[torch.Tensor],
+              s: torch.Tensor) -> torch.Tensor:
         p.add_(u)
         return u

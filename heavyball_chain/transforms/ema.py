@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
 
@@ -31,19 +31,21 @@ class ema_params(Transform):  # noqa: N801 - optax-style transform name
     def __init__(self, decay: float = 0.999):
         self.hyperparams = {"ema_decay": Hyper(decay, unit_interval)}
 
-    def slots(self, bucket):
+    def slots(self, bucket: Bucket) -> dict[str, Slot]:
         return {"ema": Slot(init=copy_state)}
 
-    def update(self, updates, bucket):
+    def update(self, updates: list[torch.Tensor], bucket: Bucket) -> Sequence[torch.Tensor | None] | None:
         torch._foreach_lerp_(bucket.state("ema"), bucket.params_compute(), 1 - bucket.hp("ema_decay"))
         return updates
 
     def swap_in_ema(self, bucket: Bucket, backups: dict) -> None:
+        assert bucket.positions is not None  # an optimizer's bucket
         for position, p, e in zip(bucket.positions, bucket.params, bucket.state("ema")):
             backups[(bucket.prefix, position)] = p.clone()  # exact (an fp32 -> bf16 round trip would not be)
             p.copy_(e)
 
     def swap_out_ema(self, bucket: Bucket, backups: dict) -> None:
+        assert bucket.positions is not None
         for position, p in zip(bucket.positions, bucket.params):
             p.copy_(backups.pop((bucket.prefix, position)))
 

@@ -6,6 +6,7 @@ import torch
 
 from ..core import Bucket, Hyper, Slot, Transform, finite, non_negative, positive, unit_interval, zeros_state
 from .apply import _MASK, _MIX, seed_for
+from typing import Any, Sequence
 
 __all__ = ["clip_by_global_norm", "clip_by_value", "add_noise", "trace", "scale_by_sign", "cautious"]
 
@@ -26,7 +27,7 @@ class clip_by_global_norm(Transform):  # noqa: N801 - optax-style transform name
     def __init__(self, max_norm: float = 1.0):
         self.hyperparams = {"max_norm": Hyper(max_norm, positive)}
 
-    def update(self, updates, bucket):
+    def update(self, updates: list[torch.Tensor], bucket: Bucket) -> Sequence[torch.Tensor | None] | None:
         max_norm = bucket.hp("max_norm")
         total = torch.stack(bucket.norms(updates)).square().sum().sqrt()
         factor = max_norm / torch.clamp(total, min=max_norm)
@@ -41,17 +42,18 @@ class clip_by_value(Transform):  # noqa: N801
     def __init__(self, max_delta: float = 1.0):
         self.hyperparams = {"max_delta": Hyper(max_delta, positive)}
 
-    def update(self, updates, bucket):
+    def update(self, updates: list[torch.Tensor], bucket: Bucket) -> Sequence[torch.Tensor | None] | None:
         d = bucket.hp("max_delta")
         out = torch._foreach_clamp_min(updates, -d)
         torch._foreach_clamp_max_(out, d)
         return out
 
-    def fuse(self, bucket):
+    def fuse(self, bucket: Bucket) -> tuple[Any, ...] | None:
         d = bucket.hp("max_delta")
         return -d, d
 
-    def fused(self, u, p, state, s):
+    def fused(self, u: torch.Tensor, p: torch.Tensor, state: Sequence[torch.Tensor],
+              s: torch.Tensor) -> torch.Tensor:
         return torch.minimum(torch.maximum(u, s[0]), s[1])
 
 
@@ -71,18 +73,22 @@ class add_noise(Transform):  # noqa: N801
         self.hyperparams = {"noise_eta": Hyper(eta, non_negative), "noise_gamma": Hyper(gamma, non_negative)}
         self.seed = seed
 
-    def slots(self, bucket):
+    def slots(self, bucket: Bucket) -> dict[str, Slot]:
         return {"seed": Slot(int, init=None)}
 
     def init(self, bucket: Bucket) -> None:
+        assert bucket.positions is not None  # an optimizer's bucket
         for i, s in zip(bucket.positions, bucket.states):
             s.setdefault(bucket.key("seed"), seed_for(self.seed, i))
 
-    def update(self, updates, bucket):
+    def update(self, updates: list[torch.Tensor], bucket: Bucket) -> Sequence[torch.Tensor | None] | None:
         std = (bucket.hp("noise_eta") / (bucket.step ** bucket.hp("noise_gamma"))) ** 0.5
-        gen = torch.Generator(device=updates[0].device) if updates else None
+        if not updates:
+            return updates
+        gen = torch.Generator(device=updates[0].device)
         out = []
-        for u, seed in zip(updates, bucket.state("seed")):
+        seeds: list[int] = [s[bucket.key("seed")] for s in bucket.states]
+        for u, seed in zip(updates, seeds):
             gen.manual_seed((seed * _MIX + bucket.step) & _MASK)
             out.append(torch.randn(u.shape, generator=gen, device=u.device, dtype=u.dtype).mul_(std).add_(u))
         return out
@@ -117,7 +123,7 @@ class trace(Transform):  # noqa: N801
                             "dampening": Hyper(dampening, closed_unit_interval)}
         self.nesterov = nesterov
 
-    def slots(self, bucket):
+    def slots(self, bucket: Bucket) -> dict[str, Slot]:
         return {"momentum_buffer": Slot(init=None)}  # created at the first step with momentum != 0
 
     def state_bytes(self, p, group):
@@ -126,7 +132,7 @@ class trace(Transform):  # noqa: N801
             return 0  # no buffer while momentum is 0
         return super().state_bytes(p, group)
 
-    def update(self, updates, bucket):
+    def update(self, updates: list[torch.Tensor], bucket: Bucket) -> Sequence[torch.Tensor | None] | None:
         beta = bucket.hp("momentum")
         if beta == 0:
             return updates
@@ -151,7 +157,7 @@ class trace(Transform):  # noqa: N801
 
     fused_state = ("momentum_buffer",)
 
-    def fuse(self, bucket):
+    def fuse(self, bucket: Bucket) -> tuple[Any, ...] | None:
         beta = bucket.hp("momentum")
         if beta == 0:
             return None  # the identity, and no buffer to hand the kernel: eager
@@ -164,12 +170,13 @@ class trace(Transform):  # noqa: N801
             return None  # some buffers are new, some not: eager
         return beta, 1 - bucket.hp("dampening"), beta
 
-    def fused(self, u, p, state, s):
+    def fused(self, u: torch.Tensor, p: torch.Tensor, state: Sequence[torch.Tensor],
+              s: torch.Tensor) -> torch.Tensor:
         (m,) = state
         m.mul_(s[0]).add_(s[1] * u)
         return u + s[2] * m if self.nesterov else m
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"trace(momentum{', nesterov' if self.nesterov else ''})"
 
 
@@ -179,13 +186,14 @@ class scale_by_sign(Transform):  # noqa: N801
 
     name = "scale_by_sign"
 
-    def update(self, updates, bucket):
+    def update(self, updates: list[torch.Tensor], bucket: Bucket) -> Sequence[torch.Tensor | None] | None:
         return torch._foreach_sign(updates)
 
-    def fuse(self, bucket):
+    def fuse(self, bucket: Bucket) -> tuple[Any, ...] | None:
         return ()
 
-    def fused(self, u, p, state, s):
+    def fused(self, u: torch.Tensor, p: torch.Tensor, state: Sequence[torch.Tensor],
+              s: torch.Tensor) -> torch.Tensor:
         return u.sign()
 
 
@@ -202,7 +210,7 @@ class cautious(Transform):  # noqa: N801
     name = "cautious"
     capturable = True
 
-    def update(self, updates, bucket):
+    def update(self, updates: list[torch.Tensor], bucket: Bucket) -> Sequence[torch.Tensor | None] | None:
         out = []
         for u, g in zip(updates, bucket.grads):
             phi = (u * g > 0).to(u.dtype)

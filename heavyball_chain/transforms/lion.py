@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 
 from ..core import Elements, Fresh, Hyper, Slot, Transform, finite
+from typing import Any, Sequence
+from ..core import Bucket
 
 __all__ = ["scale_by_lion"]
 
@@ -38,10 +40,10 @@ class scale_by_lion(Transform):  # noqa: N801 - optax-style transform name
     def __init__(self, betas=(0.9, 0.99)):
         self.hyperparams = {"betas": Hyper(tuple(betas), lion_betas)}
 
-    def slots(self, bucket):
+    def slots(self, bucket: Bucket) -> dict[str, Slot]:
         return {"exp_avg": Slot()}
 
-    def update(self, updates, bucket):
+    def update(self, updates: list[torch.Tensor], bucket: Bucket) -> Sequence[torch.Tensor | None] | None:
         b1, b2 = bucket.hp("betas")
         m = bucket.state("exp_avg")
         u = torch._foreach_mul(m, b1)
@@ -53,11 +55,12 @@ class scale_by_lion(Transform):  # noqa: N801 - optax-style transform name
 
     fused_state = ("exp_avg",)
 
-    def fuse(self, bucket):
+    def fuse(self, bucket: Bucket) -> tuple[Any, ...] | None:
         b1, b2 = bucket.hp("betas")
         return b1, 1 - b1, b2, 1 - b2
 
-    def fused(self, u, p, state, s):
+    def fused(self, u: torch.Tensor, p: torch.Tensor, state: Sequence[torch.Tensor],
+              s: torch.Tensor) -> torch.Tensor:
         (m,) = state
         out = (m * s[0] + s[1] * u).sign()
         m.mul_(s[2]).add_(s[3] * u)

@@ -14,9 +14,12 @@ backward pass), and feeds ``c_t`` to an adaptive method; MARS-AdamW runs AdamW o
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 
 from ..core import Fresh, Hyper, Slot, Transform, betas_pair, non_negative
+from ..core import Bucket
 
 __all__ = ["mars_correction"]
 
@@ -45,10 +48,10 @@ class mars_correction(Transform):  # noqa: N801 - optax-style transform name
     def __init__(self, gamma: float = 0.025, betas=(0.95, 0.99)):
         self.hyperparams = {"gamma": Hyper(gamma, non_negative), "betas": Hyper(tuple(betas), betas_pair)}
 
-    def slots(self, bucket):
+    def slots(self, bucket: Bucket) -> dict[str, Slot]:
         return {"last_grad": Slot()}
 
-    def update(self, updates, bucket):
+    def update(self, updates: list[torch.Tensor], bucket: Bucket) -> Sequence[torch.Tensor | None] | None:
         b1 = bucket.hp("betas")[0]
         last = bucket.state("last_grad")
         c = torch._foreach_sub(updates, last)

@@ -24,6 +24,8 @@ import torch
 from ..core import Borrowed, Fresh, Hyper, Slot, Transform, betas_pair, boolean, non_negative, positive
 from ..scalars import add_product_, is_one, lerp_, sqrt
 from .schedules import step_power
+from typing import Any, Sequence
+from ..core import Bucket
 
 __all__ = ["Convention", "beta_debias", "scale_by_adam", "scale_by_laprop", "scale_by_adopt", "scale_by_rms"]
 
@@ -51,6 +53,8 @@ class Convention:
 
     debias: str = "beta"
     eps_mode: str = "max"
+    name: str  # the Transform's (Convention is mixed into transforms)
+    hyperparams: dict[str, Hyper]
 
     def _convention(self, debias: str, eps_mode: str, allowed=DEBIAS) -> None:
         if debias not in allowed:
@@ -79,10 +83,10 @@ class Convention:
         """``(sqrt(v) / c2 ⊕ eps) * c1`` as new tensors (``sqrt(v / c2)`` under ``"divide_root"``),
         ``⊕`` being ``max`` or ``+``; the divisions by 1 are skipped (they are exact anyway)."""
         if self.debias == DIVIDE_ROOT and not is_one(c2):
-            denom = torch._foreach_div(v, c2)
+            denom = list(torch._foreach_div(v, c2))
             torch._foreach_sqrt_(denom)
         else:
-            denom = torch._foreach_sqrt(v)
+            denom = list(torch._foreach_sqrt(v))
             if not is_one(c2):
                 torch._foreach_div_(denom, c2)
         if self.eps_mode == "add":
@@ -121,7 +125,7 @@ def _ema_sq_one_(v: torch.Tensor, g: torch.Tensor, beta: torch.Tensor, one_minus
     v.mul_(beta).add_(one_minus_beta * g * g)
 
 
-def _div_into_(numerators: list[torch.Tensor], denominators: list[torch.Tensor]) -> Fresh:
+def _div_into_(numerators: Sequence[torch.Tensor], denominators: Sequence[torch.Tensor]) -> Fresh:
     """``n / d`` written into the (temporary) denominators: one full-size temporary, not two."""
     for n, d in zip(numerators, denominators):
         torch.div(n, d, out=d)
@@ -158,10 +162,10 @@ class scale_by_adam(Convention, Transform):  # noqa: N801 - optax-style transfor
         self.hyperparams = {"betas": Hyper(tuple(betas), betas_pair), "eps": self._eps_hyper(eps)}
         self.fused_state = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if amsgrad else ("exp_avg", "exp_avg_sq")
 
-    def slots(self, bucket):
+    def slots(self, bucket: Bucket) -> dict[str, Slot]:
         return {**_MOMENTS, "max_exp_avg_sq": Slot()} if self.amsgrad else _MOMENTS
 
-    def update(self, updates, bucket):
+    def update(self, updates: list[torch.Tensor], bucket: Bucket) -> Sequence[torch.Tensor | None] | None:
         b1, b2 = bucket.hp("betas")
         t = bucket.t
         m, v = bucket.state("exp_avg"), bucket.state("exp_avg_sq")
@@ -174,16 +178,17 @@ class scale_by_adam(Convention, Transform):  # noqa: N801 - optax-style transfor
         denom = self.denominator(v, bucket.hp("eps"), sqrt(self.correction(b2, t)), self.correction(b1, t))
         return _div_into_(m, denom)
 
-    def fuse(self, bucket):
+    def fuse(self, bucket: Bucket) -> tuple[Any, ...] | None:
         b1, b2 = bucket.hp("betas")
         t = bucket.t
         w1, w2 = self.ema_beta(b1, t), self.ema_beta(b2, t)
-        out = (1 - w1, w2, 1 - w2, bucket.hp("eps"))
+        out: tuple[Any, ...] = (1 - w1, w2, 1 - w2, bucket.hp("eps"))
         if self.debias == "divide":
             out += (sqrt(self.correction(b2, t)), self.correction(b1, t))
         return out
 
-    def fused(self, u, p, state, s):
+    def fused(self, u: torch.Tensor, p: torch.Tensor, state: Sequence[torch.Tensor],
+              s: torch.Tensor) -> torch.Tensor:
         m, v = state[0], state[1]
         m.lerp_(u, s[0])
         _ema_sq_one_(v, u, s[1], s[2])
@@ -194,7 +199,7 @@ class scale_by_adam(Convention, Transform):  # noqa: N801 - optax-style transfor
             return m / self.denominator_one(v, s[3], s[4], s[5])
         return m / self.denominator_one(v, s[3])
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return self._convention_repr("amsgrad" if self.amsgrad else "")
 
 
@@ -214,10 +219,10 @@ class scale_by_laprop(Convention, Transform):  # noqa: N801
         self._convention(debias, eps_mode)
         self.hyperparams = {"betas": Hyper(tuple(betas), betas_pair), "eps": self._eps_hyper(eps)}
 
-    def slots(self, bucket):
+    def slots(self, bucket: Bucket) -> dict[str, Slot]:
         return _MOMENTS
 
-    def update(self, updates, bucket):
+    def update(self, updates: list[torch.Tensor], bucket: Bucket) -> Sequence[torch.Tensor | None] | None:
         b1, b2 = bucket.hp("betas")
         t = bucket.t
         m, v = bucket.state("exp_avg"), bucket.state("exp_avg_sq")
@@ -238,16 +243,17 @@ class scale_by_laprop(Convention, Transform):  # noqa: N801
 
     fused_state = ("exp_avg", "exp_avg_sq")
 
-    def fuse(self, bucket):
+    def fuse(self, bucket: Bucket) -> tuple[Any, ...] | None:
         b1, b2 = bucket.hp("betas")
         t = bucket.t
         w1, w2 = self.ema_beta(b1, t), self.ema_beta(b2, t)
-        out = (w2, 1 - w2, w1, 1 - w1, bucket.hp("eps"))
+        out: tuple[Any, ...] = (w2, 1 - w2, w1, 1 - w1, bucket.hp("eps"))
         if self.debias == "divide":
             out += (sqrt(self.correction(b2, t)), self.correction(b1, t))
         return out
 
-    def fused(self, u, p, state, s):
+    def fused(self, u: torch.Tensor, p: torch.Tensor, state: Sequence[torch.Tensor],
+              s: torch.Tensor) -> torch.Tensor:
         m, v = state
         _ema_sq_one_(v, u, s[0], s[1])
         if self.debias == "divide":
@@ -256,7 +262,7 @@ class scale_by_laprop(Convention, Transform):  # noqa: N801
         m.mul_(s[2]).add_(s[3] * (u / self.denominator_one(v, s[4])))
         return m
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return self._convention_repr()
 
 
@@ -299,7 +305,7 @@ class scale_by_adopt(Convention, Transform):  # noqa: N801
         self.hyperparams = {"betas": Hyper(tuple(betas), betas_pair), "eps": self._eps_hyper(eps),
                             "clip": Hyper(clip, _clip_value)}
 
-    def slots(self, bucket):
+    def slots(self, bucket: Bucket) -> dict[str, Slot]:
         return _MOMENTS
 
     def _clip(self, bucket):
@@ -309,11 +315,11 @@ class scale_by_adopt(Convention, Transform):  # noqa: N801
     def _b2(self, b2, bucket):
         return 0.0 if bucket.step == 1 else self.ema_beta(b2, bucket.t)  # beta_debias(b2, 1) is 0 too
 
-    def update(self, updates, bucket):
+    def update(self, updates: list[torch.Tensor], bucket: Bucket) -> Sequence[torch.Tensor | None] | None:
         b1, b2 = bucket.hp("betas")
         t = bucket.step
         m, v = bucket.state("exp_avg"), bucket.state("exp_avg_sq")
-        out = None
+        out: list[torch.Tensor] | None = None
         if t > 1:
             w1 = self.ema_beta(b1, bucket.t - 1)
             # n in the denominator's buffer; with delay the new m goes there too (the old m is this
@@ -339,7 +345,7 @@ class scale_by_adopt(Convention, Transform):  # noqa: N801
 
     fused_state = ("exp_avg", "exp_avg_sq")
 
-    def fuse(self, bucket):
+    def fuse(self, bucket: Bucket) -> tuple[Any, ...] | None:
         t = bucket.step
         if t <= (2 if self.delay else 1):  # the steps that produce no update: eager
             return None
@@ -348,7 +354,8 @@ class scale_by_adopt(Convention, Transform):  # noqa: N801
         clip = self._clip(bucket)
         return w1, 1 - w1, bucket.hp("eps"), w2, 1 - w2, float("inf") if clip is None else clip
 
-    def fused(self, u, p, state, s):
+    def fused(self, u: torch.Tensor, p: torch.Tensor, state: Sequence[torch.Tensor],
+              s: torch.Tensor) -> torch.Tensor:
         m, v = state
         normed = (u / self.denominator_one(v, s[2])).clamp(min=-s[5], max=s[5])
         if self.delay:
@@ -359,7 +366,7 @@ class scale_by_adopt(Convention, Transform):  # noqa: N801
         _ema_sq_one_(v, u, s[3], s[4])
         return out
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return self._convention_repr("" if self.delay else "no delay")
 
 
@@ -380,10 +387,10 @@ class scale_by_rms(Convention, Transform):  # noqa: N801
         self._convention(debias, eps_mode, allowed=(*DEBIAS, DIVIDE_ROOT))
         self.hyperparams = {"betas": Hyper(tuple(betas), betas_pair), "eps": self._eps_hyper(eps)}
 
-    def slots(self, bucket):
+    def slots(self, bucket: Bucket) -> dict[str, Slot]:
         return {"exp_avg_sq": Slot()}
 
-    def update(self, updates, bucket):
+    def update(self, updates: list[torch.Tensor], bucket: Bucket) -> Sequence[torch.Tensor | None] | None:
         v = bucket.state("exp_avg_sq")
         b2 = bucket.hp("betas")[1]
         _ema_sq_(v, updates, self.ema_beta(b2, bucket.t))
@@ -392,7 +399,7 @@ class scale_by_rms(Convention, Transform):  # noqa: N801
 
     fused_state = ("exp_avg_sq",)
 
-    def fuse(self, bucket):
+    def fuse(self, bucket: Bucket) -> tuple[Any, ...] | None:
         b2 = bucket.hp("betas")[1]
         w2 = self.ema_beta(b2, bucket.t)
         out = (w2, 1 - w2, bucket.hp("eps"))
@@ -402,10 +409,11 @@ class scale_by_rms(Convention, Transform):  # noqa: N801
     def _divides(self) -> bool:
         return self.debias in ("divide", DIVIDE_ROOT)
 
-    def fused(self, u, p, state, s):
+    def fused(self, u: torch.Tensor, p: torch.Tensor, state: Sequence[torch.Tensor],
+              s: torch.Tensor) -> torch.Tensor:
         (v,) = state
         _ema_sq_one_(v, u, s[0], s[1])
         return u / self.denominator_one(v, s[2], s[3] if self._divides else None)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return self._convention_repr()

@@ -32,6 +32,8 @@ from ..core import (Elements, Fresh, Hyper, Slot, Transform, betas_pair, boolean
                     unit_interval)
 from .apply import StochasticWriter
 from .sharded import owner_computes
+from typing import Sequence
+from ..core import Bucket
 
 __all__ = ["ema_momentum", "orthogonalize_via_newton_schulz", "newton_schulz", "muon_lr_ratio", "decayed_apply",
            "torch_adam_step",
@@ -66,10 +68,10 @@ class ema_momentum(Transform):  # noqa: N801 - optax-style transform name
     def __init__(self, momentum: float = 0.95, nesterov: bool = True):
         self.hyperparams = {"momentum": Hyper(momentum, unit_interval), "nesterov": Hyper(nesterov, boolean)}
 
-    def slots(self, bucket):
+    def slots(self, bucket: Bucket) -> dict[str, Slot]:
         return {"momentum_buffer": Slot()}
 
-    def update(self, updates, bucket):
+    def update(self, updates: list[torch.Tensor], bucket: Bucket) -> Sequence[torch.Tensor | None] | None:
         mu = bucket.hp("momentum")
         buf = bucket.state("momentum_buffer")
         torch._foreach_lerp_(buf, updates, 1 - mu)
@@ -77,12 +79,13 @@ class ema_momentum(Transform):  # noqa: N801 - optax-style transform name
             return Fresh(torch._foreach_lerp(updates, buf, mu))
         return buf
 
-    def fuse(self, bucket):
+    def fuse(self, bucket: Bucket) -> tuple[Any, ...] | None:
         mu = bucket.hp("momentum")
         # lerp(u, B, 1) is B exactly: one kernel serves both forms
         return 1 - mu, mu if bucket.hp("nesterov") else 1.0
 
-    def fused(self, u, p, state, s):
+    def fused(self, u: torch.Tensor, p: torch.Tensor, state: Sequence[torch.Tensor],
+              s: torch.Tensor) -> torch.Tensor:
         (buf,) = state
         buf.lerp_(u, s[0])
         return torch.lerp(u, buf, s[1])
@@ -144,10 +147,10 @@ class orthogonalize_via_newton_schulz(Transform):  # noqa: N801
         self.hyperparams = {"ns_coefficients": Hyper(tuple(ns_coefficients), three),
                             "eps": Hyper(eps, non_negative), "ns_steps": Hyper(ns_steps, _ns_steps)}
 
-    def check_step(self, bucket):
+    def check_step(self, bucket: Bucket) -> None:
         _refuse_non_matrix(bucket, self.name)
 
-    def update(self, updates, bucket):
+    def update(self, updates: list[torch.Tensor], bucket: Bucket) -> Sequence[torch.Tensor | None] | None:
         if bucket.sharded is not None:
             return owner_computes(self._update, updates, bucket, init=lambda sub: None, skips=lambda step: False)
         return self._update(updates, bucket)
@@ -177,7 +180,7 @@ class muon_lr_ratio:  # noqa: N801 - used like a transform option
             return 0.2 * math.sqrt(max(a, b))
         return math.sqrt(max(1, a / b))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "muon_lr_ratio(adjust_lr_fn)"
 
 
@@ -208,13 +211,13 @@ class decayed_apply(Transform):  # noqa: N801
                             **(lr_ratio.hyperparams if lr_ratio is not None else {})}
         self.writer = StochasticWriter(seed)
 
-    def slots(self, bucket):
+    def slots(self, bucket: Bucket) -> dict[str, Slot]:
         return self.writer.slots(bucket)
 
-    def init(self, bucket):
+    def init(self, bucket: Bucket) -> None:
         self.writer.init(bucket)
 
-    def update(self, updates, bucket):
+    def update(self, updates: list[torch.Tensor], bucket: Bucket) -> Sequence[torch.Tensor | None] | None:
         lr, wd = bucket.hp("lr"), bucket.hp("weight_decay")  # a tensor lr: computed in its dtype, as torch
         p32 = bucket.params_compute()
         if wd != 0:
@@ -237,7 +240,7 @@ class decayed_apply(Transform):  # noqa: N801
         self.writer.write(bucket, p32)
         return updates
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"decayed_apply(lr, weight_decay{'; lr * ' + repr(self.lr_ratio) if self.lr_ratio else ''})"
 
 
@@ -260,10 +263,10 @@ class torch_adam_step(Transform):  # noqa: N801
         self.hyperparams = {"lr": Hyper(lr, non_negative, tensor=True), "betas": Hyper(tuple(betas), betas_pair),
                             "eps": Hyper(eps, non_negative)}
 
-    def slots(self, bucket):
+    def slots(self, bucket: Bucket) -> dict[str, Slot]:
         return {"exp_avg": Slot(), "exp_avg_sq": Slot()}
 
-    def update(self, updates, bucket):
+    def update(self, updates: list[torch.Tensor], bucket: Bucket) -> Sequence[torch.Tensor | None] | None:
         (b1, b2), t = bucket.hp("betas"), bucket.step
         lr, eps = bucket.hp("lr"), bucket.hp("eps")  # a tensor lr stays one (torch computes with it so)
         m, v = bucket.state("exp_avg"), bucket.state("exp_avg_sq")

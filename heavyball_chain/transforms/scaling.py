@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 
 from ..core import Fresh, Hyper, write_target, Transform, non_negative, non_negative_int, positive
+from typing import Any, Sequence
+from ..core import Bucket
 
 __all__ = ["add_decayed_weights", "decay_after_update", "scale_by_learning_rate", "warmed_up_lr", "lr_hyperparams"]
 
@@ -36,7 +38,7 @@ class add_decayed_weights(Transform):  # noqa: N801 - optax-style transform name
         wd = bucket.hp("weight_decay")
         return wd if self.lr0 is None else wd / self.lr0
 
-    def update(self, updates, bucket):
+    def update(self, updates: list[torch.Tensor], bucket: Bucket) -> Sequence[torch.Tensor | None] | None:
         wd = self._decay(bucket)
         if wd == 0:
             return updates
@@ -50,13 +52,14 @@ class add_decayed_weights(Transform):  # noqa: N801 - optax-style transform name
                 torch.add(u, p, alpha=wd, out=o)
         return Fresh(out)
 
-    def fuse(self, bucket):
+    def fuse(self, bucket: Bucket) -> tuple[Any, ...] | None:
         return (self._decay(bucket),)
 
-    def fused(self, u, p, state, s):
+    def fused(self, u: torch.Tensor, p: torch.Tensor, state: Sequence[torch.Tensor],
+              s: torch.Tensor) -> torch.Tensor:
         return u + s[0] * p.to(u.dtype)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "add_decayed_weights(weight_decay)" if self.lr0 is None else "add_decayed_weights(weight_decay / lr0)"
 
 
@@ -95,7 +98,7 @@ class scale_by_learning_rate(Transform):  # noqa: N801
     def __init__(self, lr: float = 1e-3, warmup_steps: int = 0):
         self.hyperparams = lr_hyperparams(lr, warmup_steps)
 
-    def update(self, updates, bucket):
+    def update(self, updates: list[torch.Tensor], bucket: Bucket) -> Sequence[torch.Tensor | None] | None:
         lr = warmed_up_lr(bucket)
         out = write_target(updates)
         if out is None:
@@ -107,10 +110,11 @@ class scale_by_learning_rate(Transform):  # noqa: N801
                 torch.mul(u, -lr, out=o)
         return Fresh(out)
 
-    def fuse(self, bucket):
+    def fuse(self, bucket: Bucket) -> tuple[Any, ...] | None:
         return (-warmed_up_lr(bucket),)
 
-    def fused(self, u, p, state, s):
+    def fused(self, u: torch.Tensor, p: torch.Tensor, state: Sequence[torch.Tensor],
+              s: torch.Tensor) -> torch.Tensor:
         return u * s[0]
 
 
@@ -141,7 +145,7 @@ class decay_after_update(Transform):  # noqa: N801 - optax-style transform name
             lr = lr.reshape(()).to(torch.float64)
         return None if wd == 0 else -lr * wd
 
-    def update(self, updates, bucket):
+    def update(self, updates: list[torch.Tensor], bucket: Bucket) -> Sequence[torch.Tensor | None] | None:
         c = self._factor(bucket)
         if c is None:
             return updates
@@ -153,9 +157,10 @@ class decay_after_update(Transform):  # noqa: N801 - optax-style transform name
         torch._foreach_add_(decay, updates)
         return Fresh(decay)
 
-    def fuse(self, bucket):
+    def fuse(self, bucket: Bucket) -> tuple[Any, ...] | None:
         c = self._factor(bucket)
         return (0.0 if c is None else c,)
 
-    def fused(self, u, p, state, s):
+    def fused(self, u: torch.Tensor, p: torch.Tensor, state: Sequence[torch.Tensor],
+              s: torch.Tensor) -> torch.Tensor:
         return u + s[0] * (p.to(u.dtype) + u)

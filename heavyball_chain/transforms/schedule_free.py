@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from ..core import Bucket, Hyper, Slot, Transform, betas_pair, copy_state, finite, non_negative
 from ..scalars import add_scaled_, lerp_
 from .apply import StochasticWriter
 from .scaling import lr_hyperparams, warmed_up_lr
+from typing import Sequence
 
 __all__ = ["schedule_free"]
 
@@ -65,7 +68,7 @@ class schedule_free(Transform):  # noqa: N801 - optax-style transform name
         }
         self.writer = StochasticWriter(seed)
 
-    def slots(self, bucket):
+    def slots(self, bucket: Bucket) -> dict[str, Slot]:
         scalar = Slot((float, torch.Tensor), shape=(), dtype=torch.float64, init=lambda p: 0.0)
         out = {"z": Slot(init=copy_state), "weight_sum": scalar, "train_mode": Slot(bool, init=lambda p: True),
                **self.writer.slots(bucket)}
@@ -94,6 +97,7 @@ class schedule_free(Transform):  # noqa: N801 - optax-style transform name
         weight_lr = lr if self.weight_lr == "current" else self._lr_max(bucket, lr)
         weight = bucket.t ** bucket.hp("r") * weight_lr ** bucket.hp("weight_lr_power")
         weight_sum = bucket.states[0][bucket.key("weight_sum")] + weight
+        c: Any
         if isinstance(weight_sum, torch.Tensor):
             c = torch.where(weight_sum > 0, weight / weight_sum, torch.zeros_like(weight_sum))
         else:
@@ -105,6 +109,7 @@ class schedule_free(Transform):  # noqa: N801 - optax-style transform name
     def _lr_max(bucket: Bucket, lr):
         """``max(lr_max, lr_t)``, recorded; a 0-d fp64 tensor once either is a tensor (no sync)."""
         previous = bucket.states[0][bucket.key("lr_max")]
+        lr_max: Any
         if isinstance(lr, torch.Tensor):
             lr_max = torch.maximum(previous, lr) if isinstance(previous, torch.Tensor) else lr.clamp_min(previous)
         elif isinstance(previous, torch.Tensor):
@@ -114,7 +119,7 @@ class schedule_free(Transform):  # noqa: N801 - optax-style transform name
         _record(bucket, "lr_max", lr_max)
         return lr_max
 
-    def update(self, updates, bucket):
+    def update(self, updates: list[torch.Tensor], bucket: Bucket) -> Sequence[torch.Tensor | None] | None:
         c, k, minus_lr = self._coefficients(bucket)
         y, z = bucket.params_compute(), bucket.state("z")
         # a tensor lr or step: tensor coefficients, no host synchronisation (addcmul by a 0-d tensor
@@ -127,12 +132,13 @@ class schedule_free(Transform):  # noqa: N801 - optax-style transform name
 
     fused_state = ("z",)
 
-    def fuse(self, bucket):
+    def fuse(self, bucket: Bucket) -> tuple[Any, ...] | None:
         if bucket.params[0].dtype != bucket.dtype:  # bf16 parameters: stochastic rounding, eager
             return None
         return self._coefficients(bucket)
 
-    def fused(self, u, p, state, s):
+    def fused(self, u: torch.Tensor, p: torch.Tensor, state: Sequence[torch.Tensor],
+              s: torch.Tensor) -> torch.Tensor:
         (z,) = state
         p.lerp_(z, s[0]).add_(s[1] * u)
         z.add_(s[2] * u)
@@ -148,7 +154,7 @@ class schedule_free(Transform):  # noqa: N801 - optax-style transform name
             self.writer.write(bucket, p, stream=2 if to_train else 1)
         bucket.set_state("train_mode", [to_train] * len(bucket.params))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         base = super().__repr__()
         return base if self.weight_lr == "current" else base[:-1] + ", weight_lr=max)"
 

@@ -10,7 +10,7 @@ greedily by cost (largest first, to the least-loaded rank), the same on every ra
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
@@ -45,7 +45,7 @@ def owner_computes(fn: Callable, updates: list[torch.Tensor], bucket: Bucket, in
     asking, since a rank may own no tensor of the bucket."""
     from torch.distributed.tensor import DTensor, Replicate
 
-    params = bucket.sharded
+    params: list[Any] = bucket.sharded or []  # DTensors (owner_computes runs only on sharded buckets)
     mesh = params[0].device_mesh
     if mesh.ndim != 1:
         raise NotImplementedError("whole-matrix transforms (SOAP, Muon, Adafactor) on sharded parameters support a 1-D "

@@ -75,7 +75,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -146,6 +146,7 @@ class precond_schedule(Schedule):  # noqa: N801
             last = rng.random()
             pos += 1
         self._cache.update(rng=rng, pos=pos, last=last)
+        assert last is not None  # step >= 1 draws at least once
         return last
 
     def at(self, step, group):
@@ -447,7 +448,7 @@ class soap_precondition(Transform):  # noqa: N801 - optax-style transform name
             classes.setdefault(_layout(p, bucket.group, self.merge), []).append(i)
         return classes
 
-    def update(self, updates, bucket):
+    def update(self, updates: list[torch.Tensor], bucket: Bucket) -> Sequence[torch.Tensor | None] | None:
         if bucket.sharded is not None:
             return owner_computes(self._update, updates, bucket, self.init, skips=lambda step: step == 1)
         return self._update(updates, bucket)
@@ -541,10 +542,13 @@ class soap_precondition(Transform):  # noqa: N801 - optax-style transform name
             gg = self._stacked(bucket, idx, f"GG{i}", None)
             _update_factor_(gg, g, i, shampoo)
             if renewed[i]:
-                order = _refresh_(gg, qs[i])  # qs[i] is the state: refreshed in place
+                q = qs[i]
+                assert q is not None  # a preconditioned dimension has a basis
+                order = _refresh_(gg, q)  # q is the state: refreshed in place
                 index = order.view(order.shape[0], *[-1 if d == i else 1 for d in range(len(shape))])
                 v.copy_(v.gather(i + 1, index.expand_as(v)))  # v stays aligned with Q's columns
         if m_original is not None:
+            assert m is not None
             m.copy_(_rotate(m_original, moved, back=False))  # into the new basis
         return u
 

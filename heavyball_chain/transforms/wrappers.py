@@ -28,13 +28,14 @@ class identity(Transform):  # noqa: N801 - optax-style transform name
 
     name = "identity"
 
-    def update(self, updates, bucket):
+    def update(self, updates: list[torch.Tensor], bucket: Bucket) -> Sequence[torch.Tensor | None] | None:
         return updates
 
-    def fuse(self, bucket):
+    def fuse(self, bucket: Bucket) -> tuple[Any, ...] | None:
         return ()
 
-    def fused(self, u, p, state, s):
+    def fused(self, u: torch.Tensor, p: torch.Tensor, state: Sequence[torch.Tensor],
+              s: torch.Tensor) -> torch.Tensor:
         return u
 
 
@@ -49,13 +50,14 @@ class scale(Transform):  # noqa: N801
             raise TypeError(f"scale: factor must be a number, got {type(factor).__name__}")
         self.factor = float(factor)
 
-    def update(self, updates, bucket):
+    def update(self, updates: list[torch.Tensor], bucket: Bucket) -> Sequence[torch.Tensor | None] | None:
         return torch._foreach_mul(updates, self.factor)
 
-    def fuse(self, bucket):
+    def fuse(self, bucket: Bucket) -> tuple[Any, ...] | None:
         return (self.factor,)
 
-    def fused(self, u, p, state, s):
+    def fused(self, u: torch.Tensor, p: torch.Tensor, state: Sequence[torch.Tensor],
+              s: torch.Tensor) -> torch.Tensor:
         return u * s[0]
 
     def __repr__(self) -> str:
@@ -79,11 +81,12 @@ def _per_param(selector: Callable | Sequence, bucket: Bucket, who: str) -> list[
     if callable(selector):
         tensors = bucket.sharded if bucket.sharded is not None else bucket.params
         if _takes_name(selector):
-            if any(n is None for n in bucket.names):
+            if bucket.names is None or any(n is None for n in bucket.names):
                 raise ValueError(f"{who}: the callable takes a parameter name, but the optimizer's parameters "
                                  f"have none; build the optimizer from model.named_parameters()")
             return [selector(n, p) for n, p in zip(bucket.names, tensors)]
         return [selector(p) for p in tensors]
+    assert bucket.positions is not None  # an optimizer's bucket
     try:
         return [selector[i] for i in bucket.positions]
     except IndexError:
@@ -147,7 +150,7 @@ class partition(Transform):  # noqa: N801
                 out.append((label, idx))
         return out
 
-    def init(self, bucket):
+    def init(self, bucket: Bucket) -> None:
         for label, idx in self._split(bucket):
             self.transforms[label].init(bucket.subset(idx).child(label))
 
@@ -162,7 +165,7 @@ class partition(Transform):  # noqa: N801
             out.update(self.transforms[label].state_layout(bucket.child(label)))
         return out
 
-    def update(self, updates, bucket):
+    def update(self, updates: list[torch.Tensor], bucket: Bucket) -> Sequence[torch.Tensor | None] | None:
         out: list[torch.Tensor | None] = [None] * len(updates)
         for label, idx in self._split(bucket):
             result = self.transforms[label].update([updates[i] for i in idx], bucket.subset(idx).child(label))
@@ -175,7 +178,7 @@ class partition(Transform):  # noqa: N801
         # the label is not known without the optimizer's view of p: count the largest branch
         return max(t.state_bytes(p, group) for t in self.transforms.values())
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         inner = "\n".join(f"  {label}: {t!r}".replace("\n", "\n  ") for label, t in self.transforms.items())
         return f"partition(\n{inner}\n)"
 
@@ -207,7 +210,7 @@ class masked(partition):  # noqa: N801
     def state_bytes(self, p, group):
         return self.inner.state_bytes(p, group)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"masked({self.inner!r})".replace("\n", "\n  ")
 
 
@@ -237,7 +240,7 @@ class _Wrapper(Transform):
     def _views(self, bucket: Bucket):
         return bucket.child("inner").at_steps(self._inner_steps(bucket))
 
-    def init(self, bucket):
+    def init(self, bucket: Bucket) -> None:
         Transform.init(self, bucket)
         self.inner.init(bucket.child("inner"))
 
@@ -274,14 +277,14 @@ class apply_if_finite(_Wrapper):  # noqa: N801
                              f"got {max_consecutive_errors!r}")
         self.max_consecutive_errors = max_consecutive_errors
 
-    def slots(self, bucket):
+    def slots(self, bucket: Bucket) -> dict[str, Slot]:
         return {"notfinite_count": Slot(int, init=lambda p: 0), "total_notfinite": Slot(int, init=lambda p: 0)}
 
     def _inner_steps(self, bucket):
         key = bucket.key("total_notfinite")
         return [bucket.step - s.get(key, 0) for s in bucket.states]
 
-    def update(self, updates, bucket):
+    def update(self, updates: list[torch.Tensor], bucket: Bucket) -> Sequence[torch.Tensor | None] | None:
         total = torch.stack(bucket.norms(updates)).sum()
         count_key, total_key = bucket.key("notfinite_count"), bucket.key("total_notfinite")
         if bool(torch.isfinite(total)):
@@ -297,7 +300,7 @@ class apply_if_finite(_Wrapper):  # noqa: N801
             s[total_key] = s.get(total_key, 0) + 1
         return None
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"apply_if_finite({self.inner!r}, max_consecutive_errors={self.max_consecutive_errors})".replace(
             "\n", "\n  ")
 
@@ -319,13 +322,13 @@ class multi_steps(_Wrapper):  # noqa: N801
             raise ValueError(f"multi_steps: k must be an integer >= 1, got {k!r}")
         self.k = k
 
-    def slots(self, bucket):
+    def slots(self, bucket: Bucket) -> dict[str, Slot]:
         return {"acc": Slot()} if self.k > 1 else {}
 
     def _inner_steps(self, bucket):
         return [bucket.step // self.k] * len(bucket.params)
 
-    def update(self, updates, bucket):
+    def update(self, updates: list[torch.Tensor], bucket: Bucket) -> Sequence[torch.Tensor | None] | None:
         if self.k == 1:
             return run_at_steps(self.inner.update, updates, self._views(bucket))
         acc = bucket.state("acc")
@@ -336,7 +339,7 @@ class multi_steps(_Wrapper):  # noqa: N801
         torch._foreach_zero_(acc)
         return run_at_steps(self.inner.update, mean, self._views(bucket))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"multi_steps({self.inner!r}, k={self.k})".replace("\n", "\n  ")
 
 
@@ -388,7 +391,7 @@ class renamed(Transform):  # noqa: N801
             hypers[inner] = self.hyperparams[outer]
         return bucket.replace(group=group, hypers=hypers)
 
-    def init(self, bucket):
+    def init(self, bucket: Bucket) -> None:
         self.inner.init(self._view(bucket))
 
     def walk(self, bucket):
@@ -401,15 +404,16 @@ class renamed(Transform):  # noqa: N801
     def state_bytes(self, p, group):
         return self.inner.state_bytes(p, group)
 
-    def update(self, updates, bucket):
+    def update(self, updates: list[torch.Tensor], bucket: Bucket) -> Sequence[torch.Tensor | None] | None:
         return self.inner.update(updates, self._view(bucket))
 
-    def fuse(self, bucket):
+    def fuse(self, bucket: Bucket) -> tuple[Any, ...] | None:
         return self.inner.fuse(self._view(bucket))
 
-    def fused(self, u, p, state, s):
+    def fused(self, u: torch.Tensor, p: torch.Tensor, state: Sequence[torch.Tensor],
+              s: torch.Tensor) -> torch.Tensor:
         return self.inner.fused(u, p, state, s)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         names = ", ".join(f"{k}={v!r}" for k, v in self.names.items())
         return f"renamed({self.inner!r}, {names})".replace("\n", "\n  ")
