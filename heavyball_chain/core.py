@@ -23,7 +23,7 @@ Contract of ``update(updates, bucket)``:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
 import torch
@@ -50,6 +50,9 @@ __all__ = [
     "named_chain",
     "compute_dtype",
     "copy_state",
+    "as_tuple",
+    "has_schedule",
+    "merge_hyperparams",
     "resolve",
     "run_at_steps",
     "schedule_hyperparams",
@@ -82,7 +85,7 @@ class Hyper:
 
     def validate(self, name: str, value: Any, in_step: bool = False) -> None:
         """Raise ``ValueError`` (naming ``name``) unless ``value`` is valid."""
-        if self.fixed and _has_schedule(value):
+        if self.fixed and has_schedule(value):
             raise ValueError(f"{name}: expected a fixed value, got the schedule {value!r}; {name} decides the "
                              f"shapes of state built at a parameter's first step, so it cannot change")
         if self.check is None:
@@ -93,7 +96,7 @@ class Hyper:
                 return
         if isinstance(self.check, Elements) and isinstance(value, (tuple, list)):
             self.check.validate(name, value)
-        elif not _has_schedule(value):
+        elif not has_schedule(value):
             expected = self.check(value)
             if expected is not None:
                 raise ValueError(f"{name}: expected {expected}, got {value!r}")
@@ -138,7 +141,7 @@ class Elements:
         if not isinstance(value, (tuple, list)) or len(value) != len(self.checks):
             return self.what
         for check, v in zip(self.checks, value):
-            if not _has_schedule(v) and check(v) is not None:
+            if not has_schedule(v) and check(v) is not None:
                 return self.what
         return None
 
@@ -146,7 +149,7 @@ class Elements:
         if len(value) != len(self.checks):
             raise ValueError(f"{name}: expected {self.what}, got {value!r}")
         for i, (check, v) in enumerate(zip(self.checks, value)):
-            expected = None if _has_schedule(v) else check(v)
+            expected = None if has_schedule(v) else check(v)
             if expected is not None:
                 raise ValueError(f"{name}[{i}]: expected {expected}, got {v!r} (in {name}={value!r})")
 
@@ -183,6 +186,12 @@ def boolean(v: Any) -> str | None:
     return None if isinstance(v, bool) else "True or False"
 
 
+def as_tuple(value: Any) -> Any:
+    """A list given for a tuple-valued hyperparameter (``betas``, ``eps``: configs loaded from JSON
+    or YAML hold lists) as a tuple; anything else unchanged."""
+    return tuple(value) if isinstance(value, list) else value
+
+
 betas_pair = Elements("a pair (beta1, beta2) of numbers in [0, 1)", unit_interval, unit_interval)
 
 
@@ -206,9 +215,9 @@ class Schedule:
         return self.at(step, {k: h.default for k, h in self.hyperparams.items()})
 
 
-def _has_schedule(value: Any) -> bool:
+def has_schedule(value: Any) -> bool:
     if isinstance(value, (tuple, list)):
-        return any(_has_schedule(v) for v in value)
+        return any(has_schedule(v) for v in value)
     return isinstance(value, Schedule) or callable(value)
 
 
@@ -228,14 +237,14 @@ def schedule_hyperparams(value: Any) -> dict[str, Hyper]:
     if isinstance(value, (tuple, list)):
         out: dict[str, Hyper] = {}
         for v in value:
-            _merge_into(out, schedule_hyperparams(v), "a schedule")
+            merge_hyperparams(out, schedule_hyperparams(v), "a schedule")
         return out
     if isinstance(value, Schedule):
         return dict(value.hyperparams)
     return {}
 
 
-def _merge_into(into: dict[str, Hyper], new: dict[str, Hyper], who: str) -> None:
+def merge_hyperparams(into: dict[str, Hyper], new: dict[str, Hyper], who: str) -> None:
     for name, hyper in new.items():
         old = into.get(name)
         if old is not None and not _same_default(old.default, hyper.default):
@@ -291,7 +300,6 @@ class Bucket:
     group: dict
     step: int
     prefix: str = ""
-    extra: dict = field(default_factory=dict)  # per-step scratch shared along the chain
     sharded: list[torch.Tensor] | None = None
     names: list[str | None] | None = None  # from ``param_names`` (optimizers built from named_parameters)
     positions: list[int] | None = None  # each parameter's position in the optimizer (over all groups)
@@ -358,7 +366,7 @@ class Bucket:
         the step's host count before the step."""
         raw = self.group[name]
         step = self.t if step is None else step
-        if not _has_schedule(raw):
+        if not has_schedule(raw):
             return raw
         value = resolve(raw, step, self.group)
         hyper = self.hypers.get(name) if self.hypers is not None else None
@@ -547,7 +555,7 @@ class Transform:
       of a complex parameter (SOAP's matrices); optimizers then refuse complex parameters.
     * ``capturable``: True for transforms whose step a CUDA graph can capture and replay: every
       number that changes is computed on the device from :attr:`Bucket.t` (use the helpers of
-      :mod:`heavyball_chain.scalars`), the state is updated in place (never replaced by new
+      :mod:`heavyball_chain.transforms.foreach`), the state is updated in place (never replaced by new
       tensors), and its branches depend only on ``bucket.step`` in ways that stop changing after the
       first steps. ``ChainOptimizer(capturable=True)`` refuses chains with other transforms.
 
@@ -582,7 +590,7 @@ class Transform:
         """Own hyperparameters plus those of schedules used as defaults."""
         out = dict(self.hyperparams)
         for h in self.hyperparams.values():
-            _merge_into(out, schedule_hyperparams(h.default), self.name)
+            merge_hyperparams(out, schedule_hyperparams(h.default), self.name)
         return out
 
     def slots(self, bucket: Bucket) -> dict[str, Slot]:
@@ -652,7 +660,7 @@ class Chain(Transform):
                 raise ValueError(f"named_chain: a name may not contain '/', got {n!r}")
         declared: dict[str, Hyper] = {}
         for n, t in self._children:
-            _merge_into(declared, t.declared(), f"{t.name} ({n!r})")
+            merge_hyperparams(declared, t.declared(), f"{t.name} ({n!r})")
         self.hyperparams = declared
         self.writes_params = any(t.writes_params for _, t in self._children)
         self.capturable = all(t.capturable for _, t in self._children)

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, cast, overload
 import torch
 
 from .compiled import Fuser
-from .core import (Bucket, DTensor, Hyper, Schedule, Slot, Transform, _has_schedule, _merge_into, local,
+from .core import (Bucket, DTensor, Hyper, Schedule, Slot, Transform, has_schedule, merge_hyperparams, local,
                    schedule_hyperparams, transforms_in)
 
 __all__ = ["ChainOptimizer"]
@@ -51,7 +51,7 @@ def _saved(value: Any) -> Any:
     if isinstance(value, (tuple, list)) and not _weights_only_safe(value):
         items = [_saved(v) for v in value]
         return _MISSING if any(v is _MISSING for v in items) else type(value)(items)
-    if _has_schedule(value):
+    if has_schedule(value):
         return _schedule_marker(value)
     return value if _weights_only_safe(value) else _MISSING
 
@@ -65,11 +65,11 @@ def _restored(name: str, saved: Any, current: Any) -> Any:
     if isinstance(saved, (tuple, list)) and isinstance(current, (tuple, list)) and len(saved) == len(current):
         return type(current)(_restored(f"{name}[{i}]", s, c) for i, (s, c) in enumerate(zip(saved, current)))
     if isinstance(saved, str) and saved.startswith("<schedule "):
-        if not _has_schedule(current) or _schedule_marker(current) != saved:
+        if not has_schedule(current) or _schedule_marker(current) != saved:
             raise ValueError(f"{name}: the checkpoint was saved with the {saved[1:-1]}, this optimizer has "
-                             f"{'the ' + _schedule_marker(current)[1:-1] if _has_schedule(current) else repr(current)}")
+                             f"{'the ' + _schedule_marker(current)[1:-1] if has_schedule(current) else repr(current)}")
         return current
-    if _has_schedule(current):
+    if has_schedule(current):
         raise ValueError(f"{name}: the checkpoint has {saved!r} where this optimizer has the "
                          f"{_schedule_marker(current)[1:-1]} (saved by another optimizer?)")
     return saved
@@ -121,7 +121,7 @@ class ChainOptimizer(torch.optim.Optimizer):
             )
         declared = transform.declared()
         for name, value in hyperparameters.items():  # schedules given as values may read more names
-            _merge_into(declared, schedule_hyperparams(value), f"the schedule given for {name!r}")
+            merge_hyperparams(declared, schedule_hyperparams(value), f"the schedule given for {name!r}")
         unknown = sorted(set(hyperparameters) - set(declared))
         if unknown:
             raise TypeError(
@@ -304,7 +304,7 @@ class ChainOptimizer(torch.optim.Optimizer):
             if self.capturable:
                 self._check_devices(bucket)
             for name in self._hyperparams:
-                if _has_schedule(bucket.group[name]):
+                if has_schedule(bucket.group[name]):
                     bucket.hp(name, step=bucket.step)  # the host's count: checked as numbers
             if checking:
                 for t, view in self.transform.walk(bucket):
@@ -477,7 +477,7 @@ class ChainOptimizer(torch.optim.Optimizer):
             except ValueError as exc:
                 raise ValueError(f"{where}: {exc}") from None
             merged[name] = value
-        missing = [n for n in self._hyperparams if n not in saved and not _has_schedule(group[n])]
+        missing = [n for n in self._hyperparams if n not in saved and not has_schedule(group[n])]
         if missing:
             raise ValueError(f"{where} has no value for {', '.join(map(repr, missing))}")
         return merged

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from ..core import Hyper, _has_schedule, betas_pair, named_chain, non_negative
+from ..core import Hyper, has_schedule, betas_pair, named_chain, non_negative
 from ..optimizer import ChainOptimizer
 from ..transforms.apply import stochastic_round_apply
 from ..transforms.gradient import cautious as cautious_mask
@@ -105,7 +105,7 @@ class MARS(ChainOptimizer):
             Hyper(lr, non_negative, tensor=True).validate("lr", lr)
             Hyper(lr_1d, non_negative).validate("lr_1d", lr_1d)
             Hyper(betas_1d, betas_pair).validate("betas_1d", betas_1d)
-            if _has_schedule(lr):
+            if has_schedule(lr):
                 raise ValueError("lr: expected a number or a one-element tensor when optimize_1d=False (the "
                                  "learning rate of the other parameters is lr * lr_1d / lr), got a schedule; "
                                  "use an LR scheduler")

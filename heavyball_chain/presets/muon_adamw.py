@@ -17,11 +17,11 @@ from typing import Callable
 
 import torch
 
-from ..core import named_chain
+from ..core import as_tuple, named_chain
 from ..optimizer import ChainOptimizer
 from ..transforms.muon import NS_COEFFICIENTS, decayed_apply, torch_adam_step
 from ..transforms.wrappers import partition
-from .torch_matrix import _tuple, check_matrices, muon_chain
+from .torch_matrix import check_matrices, muon_chain
 
 __all__ = ["MuonWithAdamW", "is_hidden_matrix", "HEAD_NAMES"]
 
@@ -96,15 +96,15 @@ class MuonWithAdamW(ChainOptimizer):
             "adamw": named_chain(("adam", torch_adam_step(lr, eps=eps)), ("apply", decayed_apply(lr, weight_decay))),
         }
         groups = [{"params": muon, "use_muon": True},
-                  {"params": adamw, "use_muon": False, "lr": adamw_lr, "betas": _tuple(adamw_betas), "eps": adamw_eps,
+                  {"params": adamw, "use_muon": False, "lr": adamw_lr, "betas": as_tuple(adamw_betas), "eps": adamw_eps,
                    "weight_decay": adamw_weight_decay}]
         groups = [g for g in groups if g["params"]]
         if not groups:
             raise ValueError("model: has no parameter that requires grad")
         super().__init__(groups, partition(branches, self._labels), compile=compile, lr=lr,
                          weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
-                         ns_coefficients=_tuple(ns_coefficients), eps=eps, ns_steps=ns_steps,
-                         adjust_lr_fn=adjust_lr_fn, betas=_tuple(adamw_betas))
+                         ns_coefficients=as_tuple(ns_coefficients), eps=eps, ns_steps=ns_steps,
+                         adjust_lr_fn=adjust_lr_fn, betas=as_tuple(adamw_betas))
 
     def add_param_group(self, param_group):
         use_muon = param_group.get("use_muon") if isinstance(param_group, dict) else None

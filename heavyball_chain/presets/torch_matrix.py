@@ -23,7 +23,7 @@ on an accelerator is used as a tensor, without torch's host synchronisation.
 
 from __future__ import annotations
 
-from ..core import named_chain
+from ..core import as_tuple, named_chain
 from ..optimizer import ChainOptimizer
 from ..transforms.adafactor import clip_by_block_rms, scale_by_factored_rms, scale_by_relative_step
 from ..transforms.muon import (NS_COEFFICIENTS, decayed_apply, ema_momentum, muon_lr_ratio,
@@ -31,10 +31,6 @@ from ..transforms.muon import (NS_COEFFICIENTS, decayed_apply, ema_momentum, muo
 from .torch_flags import torch_flags
 
 __all__ = ["Adafactor", "Muon", "adafactor_chain", "muon_chain", "check_matrices"]
-
-
-def _tuple(v):
-    return tuple(v) if isinstance(v, list) else v
 
 
 def adafactor_chain(maximize: bool = False, *, lr=1e-2, beta2_decay=-0.8, eps=(None, 1e-3), d=1.0,
@@ -71,7 +67,7 @@ class Adafactor(ChainOptimizer):
                  foreach=None, maximize=False, compile=False):
         torch_flags("Adafactor", foreach=foreach, maximize=maximize)  # validate before building
         super().__init__(params, adafactor_chain(maximize), compile=compile, lr=lr, beta2_decay=beta2_decay,
-                         eps=_tuple(eps), d=d, weight_decay=weight_decay)
+                         eps=as_tuple(eps), d=d, weight_decay=weight_decay)
 
 
 def check_matrices(params_with_names, who: str, context: str = "") -> None:
@@ -95,7 +91,7 @@ class Muon(ChainOptimizer):
                  ns_coefficients=NS_COEFFICIENTS, eps=1e-7, ns_steps=5, adjust_lr_fn=None, *,
                  compile=False):
         super().__init__(params, muon_chain(), compile=compile, lr=lr, weight_decay=weight_decay,
-                         momentum=momentum, nesterov=nesterov, ns_coefficients=_tuple(ns_coefficients), eps=eps,
+                         momentum=momentum, nesterov=nesterov, ns_coefficients=as_tuple(ns_coefficients), eps=eps,
                          ns_steps=ns_steps, adjust_lr_fn=adjust_lr_fn)
 
     def add_param_group(self, param_group):

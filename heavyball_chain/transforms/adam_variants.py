@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from ..core import Fresh, Hyper, Slot, Transform, betas_pair, non_negative
-from .moments import _div_into_, _ema_sq_, _ema_sq_one_
+from .foreach import div_into_, ema_sq_, ema_sq_one_
 from typing import Any, Sequence
 from ..core import Bucket
 
@@ -66,7 +66,7 @@ class scale_by_nadam(Transform):  # noqa: N801 - optax-style transform name
         bucket.set_state("mu_product", products)
         m, v = bucket.state("exp_avg"), bucket.state("exp_avg_sq")
         torch._foreach_lerp_(m, updates, 1 - b1)
-        _ema_sq_(v, updates, b2)
+        ema_sq_(v, updates, b2)
         denom = torch._foreach_div(v, 1 - b2**bucket.step)
         torch._foreach_sqrt_(denom)
         torch._foreach_add_(denom, bucket.hp("eps"))
@@ -88,7 +88,7 @@ class scale_by_nadam(Transform):  # noqa: N801 - optax-style transform name
               s: torch.Tensor) -> torch.Tensor:
         m, v = state
         m.lerp_(u, s[0])
-        _ema_sq_one_(v, u, s[1], s[2])
+        ema_sq_one_(v, u, s[1], s[2])
         d = (v / s[3]).sqrt() + s[4]
         return (s[5] * u) / d + (s[6] * m) / d
 
@@ -135,13 +135,13 @@ class scale_by_radam(Transform):  # noqa: N801
         t = bucket.step
         m, v = bucket.state("exp_avg"), bucket.state("exp_avg_sq")
         torch._foreach_lerp_(m, updates, 1 - b1)
-        _ema_sq_(v, updates, b2)
+        ema_sq_(v, updates, b2)
         rect = radam_rectification(b2, t)
         if rect is None:
             return Fresh(torch._foreach_div(m, 1 - b1**t))
         denom = torch._foreach_sqrt(v)
         torch._foreach_add_(denom, bucket.hp("eps"))
-        out = _div_into_(m, denom)
+        out = div_into_(m, denom)
         torch._foreach_mul_(out, rect * (1 - b2**t) ** 0.5 / (1 - b1**t))
         return out
 
@@ -156,7 +156,7 @@ class scale_by_radam(Transform):  # noqa: N801
               s: torch.Tensor) -> torch.Tensor:
         m, v = state
         m.lerp_(u, s[0])
-        _ema_sq_one_(v, u, s[1], s[2])
+        ema_sq_one_(v, u, s[1], s[2])
         return m * (s[4] / (v.sqrt() + s[3]) + s[5])  # (a, q) = (r_t sqrt(bc2) / bc1, 0) or (0, 1 / bc1)
 
 
@@ -190,7 +190,7 @@ class scale_by_adamax(Transform):  # noqa: N801
         c1 = 1 - b1**bucket.step
         for x, d in zip(w, tmp):  # the denominator (1 - b1^t) w in the spent temporary
             torch.mul(x, c1, out=d)
-        return _div_into_(m, tmp)
+        return div_into_(m, tmp)
 
     def fuse(self, bucket: Bucket) -> tuple[Any, ...] | None:
         b1, b2 = bucket.hp("betas")

@@ -15,7 +15,7 @@ import math
 import torch
 
 from ..core import Elements, Hyper, Slot, Transform, non_negative, non_negative_int, unit_interval
-from .moments import _div_into_, _ema_sq_, _ema_sq_one_
+from .foreach import div_into_, ema_sq_, ema_sq_one_
 from typing import Any, Sequence
 from ..core import Bucket
 
@@ -109,13 +109,13 @@ class scale_by_ademamix(Transform):  # noqa: N801 - optax-style transform name
         m1, m2, v = bucket.state("exp_avg"), bucket.state("exp_avg_slow"), bucket.state("exp_avg_sq")
         torch._foreach_lerp_(m1, updates, w1)
         torch._foreach_lerp_(m2, updates, w3)
-        _ema_sq_(v, updates, b2)
+        ema_sq_(v, updates, b2)
         denom = torch._foreach_sqrt(v)
         torch._foreach_div_(denom, sqrt_bc2)
         torch._foreach_add_(denom, eps)
         num = torch._foreach_div(m1, bc1)
         torch._foreach_add_(num, m2, alpha=alpha)
-        return _div_into_(num, denom)
+        return div_into_(num, denom)
 
     fused_state = ("exp_avg", "exp_avg_slow", "exp_avg_sq")
 
@@ -127,5 +127,5 @@ class scale_by_ademamix(Transform):  # noqa: N801 - optax-style transform name
         m1, m2, v = state
         m1.lerp_(u, s[0])
         m2.lerp_(u, s[1])
-        _ema_sq_one_(v, u, s[2], s[3])
+        ema_sq_one_(v, u, s[2], s[3])
         return (m1 / s[6] + s[7] * m2) / (v.sqrt() / s[4] + s[5])

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 
 from ..core import Borrowed, Fresh, Hyper, Slot, Transform, betas_pair, boolean, non_negative, positive
-from ..scalars import add_product_, is_one, lerp_, sqrt
+from .foreach import div_into_, ema_sq_, ema_sq_one_, is_one, lerp_, sqrt
 from .schedules import step_power
 from typing import Any, Sequence
 from ..core import Bucket
@@ -114,24 +114,6 @@ class Convention:
         return f"{self.name}({', '.join(self.hyperparams)}{'; ' + ', '.join(parts) if parts else ''})"
 
 
-def _ema_sq_(v: list[torch.Tensor], g: list[torch.Tensor], beta) -> None:
-    """``v = beta v + (1 - beta) g²`` in place."""
-    torch._foreach_mul_(v, beta)
-    add_product_(v, g, g, 1 - beta)
-
-
-def _ema_sq_one_(v: torch.Tensor, g: torch.Tensor, beta: torch.Tensor, one_minus_beta: torch.Tensor) -> None:
-    """``_ema_sq_`` on one tensor, for the compiled path (same operation order)."""
-    v.mul_(beta).add_(one_minus_beta * g * g)
-
-
-def _div_into_(numerators: Sequence[torch.Tensor], denominators: Sequence[torch.Tensor]) -> Fresh:
-    """``n / d`` written into the (temporary) denominators: one full-size temporary, not two."""
-    for n, d in zip(numerators, denominators):
-        torch.div(n, d, out=d)
-    return Fresh(denominators)
-
-
 _MOMENTS = {"exp_avg": Slot(), "exp_avg_sq": Slot()}
 
 
@@ -170,13 +152,13 @@ class scale_by_adam(Convention, Transform):  # noqa: N801 - optax-style transfor
         t = bucket.t
         m, v = bucket.state("exp_avg"), bucket.state("exp_avg_sq")
         lerp_(m, updates, 1 - self.ema_beta(b1, t))
-        _ema_sq_(v, updates, self.ema_beta(b2, t))
+        ema_sq_(v, updates, self.ema_beta(b2, t))
         if self.amsgrad:
             v_max = bucket.state("max_exp_avg_sq")
             torch._foreach_maximum_(v_max, v)
             v = v_max
         denom = self.denominator(v, bucket.hp("eps"), sqrt(self.correction(b2, t)), self.correction(b1, t))
-        return _div_into_(m, denom)
+        return div_into_(m, denom)
 
     def fuse(self, bucket: Bucket) -> tuple[Any, ...] | None:
         b1, b2 = bucket.hp("betas")
@@ -191,7 +173,7 @@ class scale_by_adam(Convention, Transform):  # noqa: N801 - optax-style transfor
               s: torch.Tensor) -> torch.Tensor:
         m, v = state[0], state[1]
         m.lerp_(u, s[0])
-        _ema_sq_one_(v, u, s[1], s[2])
+        ema_sq_one_(v, u, s[1], s[2])
         if self.amsgrad:
             state[2].copy_(torch.maximum(state[2], v))
             v = state[2]
@@ -226,7 +208,7 @@ class scale_by_laprop(Convention, Transform):  # noqa: N801
         b1, b2 = bucket.hp("betas")
         t = bucket.t
         m, v = bucket.state("exp_avg"), bucket.state("exp_avg_sq")
-        _ema_sq_(v, updates, self.ema_beta(b2, t))
+        ema_sq_(v, updates, self.ema_beta(b2, t))
         denom = self.denominator(v, bucket.hp("eps"), sqrt(self.correction(b2, t)))
         w1 = self.ema_beta(b1, t)
         torch._foreach_mul_(m, w1)
@@ -255,7 +237,7 @@ class scale_by_laprop(Convention, Transform):  # noqa: N801
     def fused(self, u: torch.Tensor, p: torch.Tensor, state: Sequence[torch.Tensor],
               s: torch.Tensor) -> torch.Tensor:
         m, v = state
-        _ema_sq_one_(v, u, s[0], s[1])
+        ema_sq_one_(v, u, s[0], s[1])
         if self.debias == "divide":
             m.mul_(s[2]).add_(s[3] * (u / self.denominator_one(v, s[4], s[5])))
             return m / s[6]
@@ -324,7 +306,7 @@ class scale_by_adopt(Convention, Transform):  # noqa: N801
             w1 = self.ema_beta(b1, bucket.t - 1)
             # n in the denominator's buffer; with delay the new m goes there too (the old m is this
             # step's output): one temporary
-            n = _div_into_(updates, self.denominator(v, bucket.hp("eps")))
+            n = div_into_(updates, self.denominator(v, bucket.hp("eps")))
             clip = self._clip(bucket)
             if clip is not None:  # one pass per tensor (the foreach form takes a pass per bound)
                 for x in n:
@@ -340,7 +322,7 @@ class scale_by_adopt(Convention, Transform):  # noqa: N801
             else:
                 lerp_(m, n, 1 - w1)
                 out = m
-        _ema_sq_(v, updates, self._b2(b2, bucket))
+        ema_sq_(v, updates, self._b2(b2, bucket))
         return out
 
     fused_state = ("exp_avg", "exp_avg_sq")
@@ -363,7 +345,7 @@ class scale_by_adopt(Convention, Transform):  # noqa: N801
             m.mul_(s[0]).add_(s[1] * normed)
         else:
             out = m.lerp_(normed, s[1])
-        _ema_sq_one_(v, u, s[3], s[4])
+        ema_sq_one_(v, u, s[3], s[4])
         return out
 
     def __repr__(self) -> str:
@@ -393,9 +375,9 @@ class scale_by_rms(Convention, Transform):  # noqa: N801
     def update(self, updates: list[torch.Tensor], bucket: Bucket) -> Sequence[torch.Tensor | None] | None:
         v = bucket.state("exp_avg_sq")
         b2 = bucket.hp("betas")[1]
-        _ema_sq_(v, updates, self.ema_beta(b2, bucket.t))
+        ema_sq_(v, updates, self.ema_beta(b2, bucket.t))
         denom = self.denominator(v, bucket.hp("eps"), self.root_divisor(b2, bucket.t))
-        return _div_into_(updates, denom)
+        return div_into_(updates, denom)
 
     fused_state = ("exp_avg_sq",)
 
@@ -412,7 +394,7 @@ class scale_by_rms(Convention, Transform):  # noqa: N801
     def fused(self, u: torch.Tensor, p: torch.Tensor, state: Sequence[torch.Tensor],
               s: torch.Tensor) -> torch.Tensor:
         (v,) = state
-        _ema_sq_one_(v, u, s[0], s[1])
+        ema_sq_one_(v, u, s[0], s[1])
         return u / self.denominator_one(v, s[2], s[3] if self._divides else None)
 
     def __repr__(self) -> str:

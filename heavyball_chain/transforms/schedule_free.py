@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from ..core import Bucket, Hyper, Slot, Transform, betas_pair, copy_state, finite, non_negative
-from ..scalars import add_scaled_, lerp_
+from .foreach import add_scaled_, lerp_
 from .apply import StochasticWriter
 from .scaling import lr_hyperparams, warmed_up_lr
 from typing import Sequence

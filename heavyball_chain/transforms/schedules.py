@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..core import Hyper, Schedule, non_negative
-from ..scalars import at_least
+from .foreach import at_least
 
 __all__ = ["palm_beta2", "palm_betas", "step_power"]
 

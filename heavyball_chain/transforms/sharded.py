@@ -60,7 +60,7 @@ def owner_computes(fn: Callable, updates: list[torch.Tensor], bucket: Bucket, in
     mine = [j for j, r in enumerate(owners) if r == rank]
     sub = Bucket(params=[whole[j] for j in mine], grads=[whole[j] for j in mine],
                  states=[bucket.states[j] for j in mine], group=bucket.group, step=bucket.step,
-                 prefix=bucket.prefix, extra=bucket.extra, positions=[bucket.positions[j] for j in mine]
+                 prefix=bucket.prefix, positions=[bucket.positions[j] for j in mine]
                  if bucket.positions is not None else None, hypers=bucket.hypers)
     init(sub)
     out_mine = fn([whole[j] for j in mine], sub) if mine else []

@@ -79,7 +79,7 @@ from typing import Any, Sequence
 
 import torch
 
-from ..core import (Bucket, Elements, Fresh, Hyper, Schedule, Slot, Transform, betas_pair, boolean, compute_dtype,
+from ..core import (Bucket, Elements, as_tuple, Fresh, Hyper, Schedule, Slot, Transform, betas_pair, boolean, compute_dtype,
                     finite, non_negative, positive, positive_int, unit_interval, zeros_state)
 from .moments import beta_debias
 from .sharded import owner_computes
@@ -338,9 +338,6 @@ def _precond_dim(v: Any) -> str | None:
         "without preconditioning use ForeachAdamW or ForeachLaProp)")
 
 
-def _as_tuple(v: Any) -> Any:
-    """Lists become tuples; anything else is left for the check to describe (no TypeError here)."""
-    return tuple(v) if isinstance(v, (list, tuple)) else v
 
 
 def _data_format(v: Any) -> str | None:
@@ -399,7 +396,7 @@ class soap_precondition(Transform):  # noqa: N801 - optax-style transform name
         self.init_mode, self.eps_mode, self.bias_correction, self.merge = init, eps_mode, bias_correction, merge
         self.refresh_factors = refresh_factors
         self.hyperparams = {
-            "betas": Hyper(_as_tuple(betas), betas_pair),
+            "betas": Hyper(as_tuple(betas), betas_pair),
             "eps": Hyper(eps, positive),
             "shampoo_beta": Hyper(shampoo_beta, _shampoo_beta),
             "max_precond_dim": Hyper(max_precond_dim, _precond_dim, fixed=True),

@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from ..core import Bucket, Hyper, Slot, Transform, _merge_into, non_negative_int, run_at_steps
+from ..core import Bucket, Hyper, Slot, Transform, merge_hyperparams, non_negative_int, run_at_steps
 
 __all__ = ["identity", "scale", "masked", "partition", "apply_if_finite", "multi_steps", "renamed"]
 
@@ -128,7 +128,7 @@ class partition(Transform):  # noqa: N801
         self.writes_params = any(writes.values())
         declared: dict[str, Hyper] = {}
         for label, t in self.transforms.items():
-            _merge_into(declared, t.declared(), f"partition[{label!r}]")
+            merge_hyperparams(declared, t.declared(), f"partition[{label!r}]")
         self.hyperparams = declared
 
     def declared(self):

@@ -1,4 +1,4 @@
-"""A step's numbers: Python floats, or 0-d tensors that stay on the device.
+"""Foreach arithmetic the transforms share, with a step's numbers as Python floats or 0-d tensors.
 
 They are tensors when ``lr`` is a tensor or the optimizer is capturable (:attr:`Bucket.t
 <heavyball_chain.core.Bucket.t>` is then a device tensor counting the steps). These helpers
@@ -11,11 +11,14 @@ tensors (torch's per-tensor path, which broadcasts them on the device).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
-__all__ = ["is_one", "sqrt", "at_least", "at_most", "lerp_", "add_scaled_", "add_product_"]
+from ..core import Fresh
+
+__all__ = ["is_one", "sqrt", "at_least", "at_most", "lerp_", "add_scaled_", "add_product_", "ema_sq_", "ema_sq_one_",
+           "div_into_"]
 
 Number = Any  # float | int | 0-d torch.Tensor
 
@@ -63,3 +66,21 @@ def add_product_(xs: list[torch.Tensor], a: list[torch.Tensor], b: list[torch.Te
         torch._foreach_addcmul_(xs, torch._foreach_mul(a, value), b)
     else:
         torch._foreach_addcmul_(xs, a, b, value=value)
+
+
+def ema_sq_(v: list[torch.Tensor], g: list[torch.Tensor], beta) -> None:
+    """``v = beta v + (1 - beta) g²`` in place."""
+    torch._foreach_mul_(v, beta)
+    add_product_(v, g, g, 1 - beta)
+
+
+def ema_sq_one_(v: torch.Tensor, g: torch.Tensor, beta: torch.Tensor, one_minus_beta: torch.Tensor) -> None:
+    """``ema_sq_`` on one tensor, for the compiled path (same operation order)."""
+    v.mul_(beta).add_(one_minus_beta * g * g)
+
+
+def div_into_(numerators: Sequence[torch.Tensor], denominators: Sequence[torch.Tensor]) -> Fresh:
+    """``n / d`` written into the (temporary) denominators: one full-size temporary, not two."""
+    for n, d in zip(numerators, denominators):
+        torch.div(n, d, out=d)
+    return Fresh(denominators)
