@@ -166,11 +166,12 @@ class Fuser:
 
     def _run(self, parts: Sequence[FusedPart], updates: list[torch.Tensor], returns: bool):
         first = parts[0].bucket
-        layout = tuple((part.transform, len(part.transform.fused_state), len(part.scalars)) for part in parts)
+        names = [part.transform.fused_state(part.bucket) for part in parts]
+        layout = tuple((part.transform, len(n), len(part.scalars)) for part, n in zip(parts, names))
         key = tuple((id(t), n, m) for t, n, m in layout)
         values = [s for part in parts for s in part.scalars] or [0.0]
         scalars = self._scalar_buffer(key, values, first.params[0].device, first.dtype)
-        states = [part.bucket.state(name) for part in parts for name in part.transform.fused_state]
+        states = [part.bucket.state(name) for part, n in zip(parts, names) for name in n]
         writes_params = any(part.transform.writes_params for part in parts)
         # one row per tensor: (update, parameter, *states), each flat (no view base: dynamo guards
         # a view's base, whose shape differs between parameters); non-contiguous tensors and

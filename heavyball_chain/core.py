@@ -562,12 +562,13 @@ class Transform:
     Elementwise transforms also state their math on one tensor, for the compiled path
     (:mod:`heavyball_chain.compiled`), where a run of them becomes one kernel:
 
-    * ``fused_state``: names of the parameter-shaped state tensors ``fused`` reads and writes.
+    * ``fused_state(view)``: the names of the state tensors ``fused`` reads and writes, derived
+      from ``slots``: the tensor slots shaped like the parameter, in their declared order.
     * ``fuse(bucket)``: this step's numbers for ``fused`` (a tuple of floats or one-element
       tensors, always the same length), or ``None`` to run this step eagerly. It is called once per
       fused step, before ``fused``, and does the step's non-tensor bookkeeping (as ``update`` would).
     * ``fused(u, p, state, s)``: the new update for one tensor ``u`` (compute dtype) of parameter
-      ``p`` (its own dtype), with ``state`` the tensors named by ``fused_state`` (update them in
+      ``p`` (its own dtype), with ``state`` the tensors ``fused_state`` names (update them in
       place) and ``s`` the numbers from ``fuse`` as 0-d tensors. Never modify ``u``. It must agree
       with ``update`` up to rounding (tests/test_compiled.py checks every preset).
     """
@@ -577,10 +578,13 @@ class Transform:
     writes_params: bool = False
     capturable: bool = False
     supports_complex: bool = True
-    fused_state: tuple[str, ...] = ()
 
     def fuse(self, bucket: Bucket) -> tuple[Any, ...] | None:
         return None
+
+    def fused_state(self, bucket: Bucket) -> tuple[str, ...]:
+        """The state ``fused`` receives: this transform's parameter-shaped tensor slots, in order."""
+        return tuple(k for k, s in self.slots(bucket).items() if s.kind is torch.Tensor and s.shape is None)
 
     def fused(self, u: torch.Tensor, p: torch.Tensor, state: Sequence[torch.Tensor],
               s: torch.Tensor) -> torch.Tensor:

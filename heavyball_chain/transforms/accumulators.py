@@ -48,7 +48,6 @@ class scale_by_rmsprop(Transform):  # noqa: N801 - optax-style transform name
             raise TypeError(f"centered: expected True or False, got {centered!r}")
         self.hyperparams = {"alpha": Hyper(alpha, closed_unit_interval), "eps": Hyper(eps, non_negative)}
         self.centered = centered
-        self.fused_state = ("square_avg", "grad_avg") if centered else ("square_avg",)
 
     def slots(self, bucket: Bucket) -> dict[str, Slot]:
         return {"square_avg": Slot(), "grad_avg": Slot()} if self.centered else {"square_avg": Slot()}
@@ -114,7 +113,6 @@ class scale_by_adagrad(Transform):  # noqa: N801
         torch._foreach_addcmul_(total, updates, updates)
         return _add_eps_div_into_(updates, torch._foreach_sqrt(total), bucket.hp("eps"))
 
-    fused_state = ("sum",)
 
     def fuse(self, bucket: Bucket) -> tuple[Any, ...] | None:
         return (bucket.hp("eps"),)

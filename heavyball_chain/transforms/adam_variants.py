@@ -44,7 +44,6 @@ class scale_by_nadam(Transform):  # noqa: N801 - optax-style transform name
     """
 
     name = "scale_by_nadam"
-    fused_state = ("exp_avg", "exp_avg_sq")
 
     def __init__(self, betas=(0.9, 0.999), eps: float = 1e-8, momentum_decay: float = 4e-3):
         self.hyperparams = {**_hyperparams(betas, eps), "momentum_decay": Hyper(momentum_decay, non_negative)}
@@ -122,7 +121,6 @@ class scale_by_radam(Transform):  # noqa: N801
     """
 
     name = "scale_by_radam"
-    fused_state = ("exp_avg", "exp_avg_sq")
 
     def __init__(self, betas=(0.9, 0.999), eps: float = 1e-8):
         self.hyperparams = _hyperparams(betas, eps)
@@ -171,7 +169,6 @@ class scale_by_adamax(Transform):  # noqa: N801
     """
 
     name = "scale_by_adamax"
-    fused_state = ("exp_avg", "exp_inf")
 
     def __init__(self, betas=(0.9, 0.999), eps: float = 1e-8):
         self.hyperparams = _hyperparams(betas, eps)

@@ -117,7 +117,6 @@ class scale_by_ademamix(Transform):  # noqa: N801 - optax-style transform name
         torch._foreach_add_(num, m2, alpha=alpha)
         return div_into_(num, denom)
 
-    fused_state = ("exp_avg", "exp_avg_slow", "exp_avg_sq")
 
     def fuse(self, bucket: Bucket) -> tuple[Any, ...] | None:
         return self._scalars(bucket)

@@ -155,7 +155,6 @@ class trace(Transform):  # noqa: N801
             return torch._foreach_add(updates, m, alpha=beta)
         return m
 
-    fused_state = ("momentum_buffer",)
 
     def fuse(self, bucket: Bucket) -> tuple[Any, ...] | None:
         beta = bucket.hp("momentum")

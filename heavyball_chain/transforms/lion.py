@@ -53,7 +53,6 @@ class scale_by_lion(Transform):  # noqa: N801 - optax-style transform name
         torch._foreach_add_(m, updates, alpha=1 - b2)
         return Fresh(u)  # new tensors nobody else references
 
-    fused_state = ("exp_avg",)
 
     def fuse(self, bucket: Bucket) -> tuple[Any, ...] | None:
         b1, b2 = bucket.hp("betas")

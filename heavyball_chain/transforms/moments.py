@@ -142,7 +142,6 @@ class scale_by_adam(Convention, Transform):  # noqa: N801 - optax-style transfor
             raise TypeError(f"amsgrad: expected True or False, got {amsgrad!r}")
         self.amsgrad = amsgrad
         self.hyperparams = {"betas": Hyper(tuple(betas), betas_pair), "eps": self._eps_hyper(eps)}
-        self.fused_state = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if amsgrad else ("exp_avg", "exp_avg_sq")
 
     def slots(self, bucket: Bucket) -> dict[str, Slot]:
         return {**_MOMENTS, "max_exp_avg_sq": Slot()} if self.amsgrad else _MOMENTS
@@ -223,7 +222,6 @@ class scale_by_laprop(Convention, Transform):  # noqa: N801
             return Fresh(denom)
         return Borrowed(m, spare=denom)  # u = m: the next transform writes its result into denom
 
-    fused_state = ("exp_avg", "exp_avg_sq")
 
     def fuse(self, bucket: Bucket) -> tuple[Any, ...] | None:
         b1, b2 = bucket.hp("betas")
@@ -325,7 +323,6 @@ class scale_by_adopt(Convention, Transform):  # noqa: N801
         ema_sq_(v, updates, self._b2(b2, bucket))
         return out
 
-    fused_state = ("exp_avg", "exp_avg_sq")
 
     def fuse(self, bucket: Bucket) -> tuple[Any, ...] | None:
         t = bucket.step
@@ -379,7 +376,6 @@ class scale_by_rms(Convention, Transform):  # noqa: N801
         denom = self.denominator(v, bucket.hp("eps"), self.root_divisor(b2, bucket.t))
         return div_into_(updates, denom)
 
-    fused_state = ("exp_avg_sq",)
 
     def fuse(self, bucket: Bucket) -> tuple[Any, ...] | None:
         b2 = bucket.hp("betas")[1]

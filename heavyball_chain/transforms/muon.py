@@ -63,7 +63,6 @@ class ema_momentum(Transform):  # noqa: N801 - optax-style transform name
     """
 
     name = "ema_momentum"
-    fused_state = ("momentum_buffer",)
 
     def __init__(self, momentum: float = 0.95, nesterov: bool = True):
         self.hyperparams = {"momentum": Hyper(momentum, unit_interval), "nesterov": Hyper(nesterov, boolean)}

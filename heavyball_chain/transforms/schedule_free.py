@@ -130,7 +130,6 @@ class schedule_free(Transform):  # noqa: N801 - optax-style transform name
         self.writer.write(bucket, y)
         return updates
 
-    fused_state = ("z",)
 
     def fuse(self, bucket: Bucket) -> tuple[Any, ...] | None:
         if bucket.params[0].dtype != bucket.dtype:  # bf16 parameters: stochastic rounding, eager

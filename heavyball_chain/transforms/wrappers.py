@@ -375,7 +375,7 @@ class renamed(Transform):  # noqa: N801
         self.hyperparams = {names.get(k, k): h for k, h in declared.items()}
         self.writes_params = t.writes_params
         self.supports_complex = t.supports_complex
-        self.fused_state = t.fused_state
+        self.capturable = t.capturable
 
     def declared(self):
         return dict(self.hyperparams)
@@ -409,6 +409,9 @@ class renamed(Transform):  # noqa: N801
 
     def fuse(self, bucket: Bucket) -> tuple[Any, ...] | None:
         return self.inner.fuse(self._view(bucket))
+
+    def fused_state(self, bucket: Bucket) -> tuple[str, ...]:
+        return self.inner.fused_state(self._view(bucket))
 
     def fused(self, u: torch.Tensor, p: torch.Tensor, state: Sequence[torch.Tensor],
               s: torch.Tensor) -> torch.Tensor:
