@@ -3,7 +3,9 @@ docs/*.md, each as a module of its own, in a temporary working directory.
 
 An HTML comment on the line before a block changes how it runs: ``<!-- run: 2 processes -->``
 runs it in 2 processes with the environment ``torchrun --nproc-per-node 2`` gives them (gloo on
-CPU, 127.0.0.1, a free port); ``<!-- not run: reason -->`` skips it and reports the reason.
+CPU, 127.0.0.1, a free port); ``<!-- requires: transformers, accelerate -->`` runs it when those
+modules import (an optional extra) and skips it otherwise; ``<!-- not run: reason -->`` skips it
+and reports the reason.
 """
 
 import multiprocessing
@@ -100,9 +102,13 @@ def test_doc_example_runs(path, line, marker, code, tmp_path, monkeypatch):
         run_processes(code, path, line)
     elif marker.startswith("not run:"):
         pytest.skip(f"{path}:{line} is marked <!-- {marker} -->")
+    elif marker.startswith("requires:"):  # optional packages (an extra): skipped without them
+        for module in marker.removeprefix("requires:").split(","):
+            pytest.importorskip(module.strip())
+        run_block(code, path, line)
     else:
         pytest.fail(f"{path}:{line}: unknown marker <!-- {marker} -->; "
-                    "expected <!-- run: 2 processes --> or <!-- not run: reason -->")
+                    "expected <!-- run: 2 processes -->, <!-- requires: module, ... --> or <!-- not run: reason -->")
 
 
 def test_every_doc_with_code_is_collected():
