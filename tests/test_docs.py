@@ -137,3 +137,22 @@ def test_markers_are_read(tmp_path):
     assert [p.values for p in python_blocks([str(doc)])] == [
         (str(doc), 2, None, "a = 1\n"), (str(doc), 6, "not run: needs a GPU", "b = 2\n"),
         (str(doc), 10, "run: 2 processes", "c = 3\n")]
+
+
+def test_every_preset_argument_is_documented():
+    """docs/presets.md's "Every constructor argument" table names every argument of every preset."""
+    import inspect
+
+    import heavyball_chain as hc
+
+    with open(os.path.join(DOCS, "presets.md")) as fh:
+        text = fh.read()
+    table = text.split("## Every constructor argument", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"`(\w+)`", "\n".join(line.split("|")[1] for line in table.splitlines()
+                                                      if line.startswith("| `"))))
+    missing = {}
+    for name in hc.presets.HEAVYBALL + hc.presets.STANDARD + ["MuonWithAdamW"]:
+        args = set(inspect.signature(getattr(hc.presets, name)).parameters) - {"params", "model"}
+        if args - documented:
+            missing[name] = sorted(args - documented)
+    assert not missing, missing

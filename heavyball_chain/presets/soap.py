@@ -18,7 +18,7 @@ transform with the reference's conventions (``reference_chain``).
 
 from __future__ import annotations
 
-from ..core import Schedule, named_chain
+from ..core import Schedule, as_tuple, named_chain
 from ..optimizer import ChainOptimizer
 from ..transforms import (
     add_decayed_weights,
@@ -81,7 +81,7 @@ class _SOAP(ChainOptimizer):
     def _build(self, params, refresh, sf=False, refresh_factors="all", **hp):
         for name in ("betas", "precond_scheduler"):  # lists become tuples; other types are left to the checks
             if name in hp:
-                hp[name] = tuple(hp[name]) if isinstance(hp[name], list) else hp[name]
+                hp[name] = as_tuple(hp[name])
         super().__init__(params, soap_chain(hp["betas"], refresh, sf, refresh_factors), **hp)
 
 
