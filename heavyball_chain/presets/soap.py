@@ -27,9 +27,9 @@ from ..transforms import (
     schedule_free,
     stochastic_round_apply,
 )
-from ..transforms.schedules import palm_betas
+from ..transforms.schedules import every, palm_betas, precond_schedule
 from ..transforms.scaling import decay_after_update
-from ..transforms.soap import every, precond_schedule, soap_precondition
+from ..transforms.soap import soap_precondition
 
 __all__ = [
     "ForeachSOAP",

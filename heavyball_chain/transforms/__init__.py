@@ -14,8 +14,8 @@ from .moments import beta_debias, scale_by_adam, scale_by_adopt, scale_by_laprop
 from .muon import decayed_apply, ema_momentum, muon_lr_ratio, newton_schulz, orthogonalize_via_newton_schulz, torch_adam_step
 from .scaling import add_decayed_weights, decay_after_update, scale_by_learning_rate
 from .schedule_free import schedule_free
-from .schedules import palm_beta2, step_power
-from .soap import every, precond_schedule, soap_precondition
+from .schedules import every, palm_beta2, precond_schedule, step_power
+from .soap import soap_precondition
 from .wrappers import apply_if_finite, identity, masked, multi_steps, partition, renamed, scale
 
 __all__ = [

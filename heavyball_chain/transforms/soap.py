@@ -73,94 +73,17 @@ state and computes its update (``sharded.owner_computes``; docs/distributed.md).
 from __future__ import annotations
 
 import math
-import random
-from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import torch
 
-from ..core import (Bucket, Elements, as_tuple, Fresh, Hyper, Schedule, Slot, Transform, betas_pair, boolean, compute_dtype,
+from ..core import (Bucket, Fresh, Hyper, Schedule, Slot, Transform, as_tuple, betas_pair, boolean, compute_dtype,
                     finite, non_negative, positive, positive_int, unit_interval, zeros_state)
 from .moments import beta_debias
+from .schedules import every, precond_schedule
 from .sharded import owner_computes
 
 __all__ = ["soap_precondition", "every", "precond_schedule", "merged_shape"]
-
-
-# --------------------------------------------------------------------------- refresh schedules
-
-
-@dataclass(frozen=True)
-class every(Schedule):  # noqa: N801 - optax-style name
-    """Refresh the eigenbasis when ``t % n == 0``; ``n=None`` reads ``precondition_frequency``
-    (``soap_precondition`` passes a group whose schedules are evaluated at t)."""
-
-    n: int | None = None
-
-    def __post_init__(self):
-        if self.n is not None and positive_int(self.n) is not None:
-            raise ValueError(f"every: n must be an integer >= 1 or None (read precondition_frequency), got {self.n!r}")
-
-    @property
-    def hyperparams(self):  # type: ignore[override]
-        if self.n is not None:
-            return {}
-        return {"precondition_frequency": Hyper(2, positive_int)}
-
-    def at(self, step, group):
-        n = self.n if self.n is not None else group["precondition_frequency"]
-        return step > 0 and step % n == 0
-
-
-@dataclass(frozen=True, eq=True)
-class precond_schedule(Schedule):  # noqa: N801
-    """Refresh often early, rarely late (HeavyBall's preconditioner schedule, after PSGD's;
-    Li et al., arXiv 1512.04202): at SOAP step t refresh with probability
-
-        p(t) = 1 / (1 + log10(max(t, 1)^offset)^scale)
-
-    The draw for step t is the t-th ``random()`` of ``random.Random(seed)``, so every param group
-    and bucket of one step sees one draw (HeavyBall 0.8.1 draws once per group per step from one
-    generator) and a resumed run continues the same sequence: its state is the step count, which
-    is in the state dict. ``offset, scale`` come from ``precond_scheduler`` (default (1/3, 9)).
-    """
-
-    seed: int = 0x120983109
-    _cache: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
-
-    hyperparams = {"precond_scheduler": Hyper((1 / 3, 9), Elements("a pair (offset, scale) of finite numbers > 0",
-                                                                     positive, positive))}
-
-    @staticmethod
-    def probability(step: int, offset: float = 1 / 3, scale: float = 9) -> float:
-        return 1 / (1 + math.log10(max(step, 1) ** offset) ** scale)
-
-    def draw(self, step: int) -> float:
-        """The ``step``-th value (from 1) of ``random.Random(seed)``."""
-        rng, pos, last = self._cache.get("rng"), self._cache.get("pos", 0), self._cache.get("last")
-        if step == pos and last is not None:
-            return last
-        if rng is None or step < pos:
-            rng, pos = random.Random(self.seed), 0
-        while pos < step:
-            last = rng.random()
-            pos += 1
-        self._cache.update(rng=rng, pos=pos, last=last)
-        assert last is not None  # step >= 1 draws at least once
-        return last
-
-    def at(self, step, group):
-        if step < 1:
-            return False
-        offset, scale = group["precond_scheduler"]
-        return self.draw(step) < self.probability(step, offset, scale)
-
-    def __getstate__(self):  # the cache is derived; do not pickle a Random
-        return {"seed": self.seed}
-
-    def __setstate__(self, state):
-        object.__setattr__(self, "seed", state["seed"])
-        object.__setattr__(self, "_cache", {})
 
 
 # --------------------------------------------------------------------------- shapes
