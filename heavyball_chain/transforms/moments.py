@@ -130,6 +130,29 @@ class scale_by_adam(Convention, Transform):  # noqa: N801 - optax-style transfor
 
     Reads ``betas`` and ``eps`` from the param group. State: ``exp_avg``, ``exp_avg_sq`` (and
     ``max_exp_avg_sq`` with amsgrad), in the compute dtype.
+
+    Args:
+        betas: ``(b1, b2)``, the EMA weights of the first and second moments, each in [0, 1);
+            either may be a schedule ``f(t)``. The default of the ``betas`` hyperparameter.
+        eps: the floor of ``sqrt(v)`` (``eps_mode="max"``, > 0) or the term added to it
+            (``"add"``, >= 0). The default of the ``eps`` hyperparameter.
+        debias: ``"beta"``, ``"divide"`` or ``"none"``: how the EMAs' bias is corrected (module
+            docstring).
+        eps_mode: ``"max"`` or ``"add"``: where eps goes.
+        amsgrad: divide by the running maximum of v.
+
+    Example:
+        Adam's first step moves every weight by lr against the sign of its gradient:
+
+        >>> import torch, heavyball_chain as hc
+        >>> from heavyball_chain import transforms as T
+        >>> p = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+        >>> tx = hc.chain(T.scale_by_adam(), T.scale_by_learning_rate(), T.apply_updates())
+        >>> opt = hc.ChainOptimizer([p], tx, lr=0.1)
+        >>> p.grad = torch.tensor([0.5, -3.0])
+        >>> opt.step()
+        >>> p.data
+        tensor([ 0.9000, -1.9000])
     """
 
     name = "scale_by_adam"
