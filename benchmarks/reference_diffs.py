@@ -1,6 +1,6 @@
 """Each drop-in preset against its reference, side by side: the worst relative difference
 ``max|p - p_ref| / max|p_ref|`` over the parameter tensors after 50 steps on the tests' model
-(tests/conftest.py's Net; a bias-free MLP for Muon), at 1 and 2 threads. The tests
+(tests/helpers.py's Net; a bias-free MLP for Muon), at 1 and 2 threads. The tests
 (tests/test_ref_*.py) assert 1e-5 over more settings; this prints the table of docs/presets.md.
 
     python benchmarks/reference_diffs.py            # every reference that is installed
@@ -21,7 +21,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 
 import heavyball_chain as hc  # noqa: E402
-from reference import num_threads, relative_diffs, run  # noqa: E402
+from helpers import num_threads  # noqa: E402
+from reference import relative_diffs, run  # noqa: E402
 
 
 def mlp():

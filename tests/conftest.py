@@ -1,10 +1,15 @@
+"""Pytest configuration and fixtures only: the hypothesis profiles, the session's thread cap, the
+``one_thread`` fixture, the drop-ins' compile tests traced with ``aot_eager`` and the ``preset``
+fixture. The helpers the tests share (model, batches, training loop, preset lists, ...) are in
+tests/helpers.py: ``from helpers import ...``."""
+
 import os
 
 import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
-import heavyball_chain as hc
+from helpers import PRESETS
 
 settings.register_profile(
     "ci", max_examples=25, deadline=None, derandomize=True,
@@ -14,46 +19,6 @@ settings.register_profile("dev", max_examples=200, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
-
-PRESETS = [getattr(hc.presets, name) for name in hc.presets.HEAVYBALL]
-STANDARD = [getattr(hc.presets, name) for name in hc.presets.STANDARD]
-
-
-class Net(torch.nn.Module):
-    """1-D, 2-D and 4-D parameters: a conv, a linear layer and their biases."""
-
-    def __init__(self, dtype=torch.float32):
-        super().__init__()
-        self.conv = torch.nn.Conv2d(2, 3, 3)
-        self.fc = torch.nn.Linear(3 * 4 * 4, 5)
-        self.to(dtype)
-
-    def forward(self, x):
-        return self.fc(torch.tanh(self.conv(x)).flatten(1))
-
-
-def make_net(seed=0, dtype=torch.float32):
-    torch.manual_seed(seed)
-    return Net(dtype)
-
-
-def batch(step, dtype=torch.float32):
-    g = torch.Generator().manual_seed(1000 + step)
-    x = torch.randn(8, 2, 6, 6, generator=g).to(dtype)
-    y = torch.randn(8, 5, generator=g).to(dtype)
-    return x, y
-
-
-def train(model, opt, steps, start=0):
-    """Run ``steps`` steps on deterministic batches; return the last loss."""
-    loss = None
-    for i in range(start, start + steps):
-        x, y = batch(i, next(model.parameters()).dtype)
-        opt.zero_grad()
-        loss = torch.nn.functional.mse_loss(model(x).float(), y.float())
-        loss.backward()
-        opt.step()
-    return loss.item()
 
 
 @pytest.fixture(autouse=True)
@@ -76,6 +41,21 @@ def _drop_in_compile_tests_trace_with_aot_eager(request, monkeypatch):
 
     monkeypatch.setattr(Fuser, "__init__", traced_only)
     yield
+
+
+@pytest.fixture
+def one_thread(request):
+    """``torch.set_num_threads(1)`` for the test, the previous count restored after. A module whose
+    tests are tiny tensor ops uses it for all of them: ``pytestmark =
+    pytest.mark.usefixtures("one_thread")`` (on a loaded 2-core machine a second OpenMP thread
+    only makes each small op wait for a core). A module may set ``NUM_THREADS`` to run at another
+    count (test_torch_generic.py: its TORCH_GENERIC_THREADS, 1 unless set)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(getattr(request.module, "NUM_THREADS", 1))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.fixture(params=PRESETS, ids=lambda c: c.__name__)

@@ -9,41 +9,25 @@ that difference, so a test cannot pass because nothing happened.
 
 from __future__ import annotations
 
-import contextlib
 import io
 
 import torch
 
-from conftest import batch, make_net
+from helpers import make_net, train
+
+__all__ = ["RTOL", "assert_matches", "assert_resumes_exactly", "relative_diffs", "run"]
 
 RTOL = 1e-5
 
 
-@contextlib.contextmanager
-def num_threads(n: int):
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
-def loss_of(model, step, dtype=torch.float32):
-    x, y = batch(step, dtype)
-    return torch.nn.functional.mse_loss(model(x).float(), y.float())
-
-
 def run(make_opt, steps=50, model=None, closure_loss=False, every_step=None):
-    """Train a fresh ``conftest.Net`` (or ``model``) with ``make_opt(params)`` on the shared
+    """Train a fresh ``helpers.Net`` (or ``model``) with ``make_opt(params)`` on the shared
     batches; return ``(model, opt)``. ``every_step(opt, step)`` runs after each step (lr schedules,
     train/eval switches)."""
     model = make_net() if model is None else model
     opt = make_opt(model.parameters())
     for step in range(steps):
-        opt.zero_grad()
-        loss_of(model, step).backward()
-        opt.step()
+        train(model, opt, 1, start=step)
         if every_step is not None:
             every_step(opt, step)
     return model, opt
@@ -72,14 +56,22 @@ def assert_matches(make_ours, make_ref, steps=50, rtol=RTOL, model_fn=make_net, 
     return worst
 
 
-def assert_resumes_exactly(make_opt, steps=4, model_fn=make_net, make_fresh=None):
+def assert_resumes_exactly(make_opt, steps=4, model_fn=make_net, make_fresh=None, before=None, save_in_eval=False,
+                           train_mode_calls=False):
     """``steps`` steps, a save through ``torch.save``/``torch.load(weights_only=True)``, ``steps``
     more, against a fresh model (another seed) and a fresh optimizer (``make_fresh``, e.g. with
     another lr the checkpoint must override; default ``make_opt``) loaded from the save: the
-    same parameters, bit for bit."""
+    same parameters, bit for bit. Schedule-free runs: ``before(opt)`` runs on the first optimizer
+    before its first step (hooks), ``save_in_eval`` saves it after ``opt.eval()``, and
+    ``train_mode_calls`` wraps each run after the save in ``train()`` ... ``eval()``. Returns
+    ``(opt, fresh_opt)``."""
     model, fresh = model_fn(), model_fn(seed=5)
     opt = make_opt(model.parameters())
-    run(lambda _: opt, steps, model)
+    if before is not None:
+        before(opt)
+    train(model, opt, steps)
+    if save_in_eval:
+        opt.eval()
     buf = io.BytesIO()
     torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, buf)
     buf.seek(0)
@@ -88,9 +80,11 @@ def assert_resumes_exactly(make_opt, steps=4, model_fn=make_net, make_fresh=None
     fresh_opt = (make_fresh or make_opt)(fresh.parameters())
     fresh_opt.load_state_dict(ckpt["opt"])
     for a, b in ((model, opt), (fresh, fresh_opt)):
-        for step in range(steps, 2 * steps):
-            b.zero_grad()
-            loss_of(a, step).backward()
-            b.step()
+        if train_mode_calls:
+            b.train()
+        train(a, b, steps, start=steps)
+        if train_mode_calls:
+            b.eval()
     for (name, a), b in zip(model.named_parameters(), fresh.parameters()):
         assert torch.equal(a, b), name
+    return opt, fresh_opt

@@ -10,7 +10,7 @@ live). tests/test_host_sync.py checks that a capturable step reads no tensor on 
 
 import pytest
 import torch
-from conftest import make_net
+from helpers import make_net
 from graph_replay import capture
 
 import heavyball_chain as hc

@@ -13,7 +13,7 @@ import pickle
 import pytest
 import torch
 import torch._dynamo
-from conftest import PRESETS, batch, make_net, train
+from helpers import PRESETS, batch, make_net, train
 
 import heavyball_chain as hc
 from heavyball_chain import transforms as T

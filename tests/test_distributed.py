@@ -4,7 +4,6 @@ are computed in the worker processes (tests/distributed/worker.py), with the wor
 count; only the resharding test runs a single process here, at that thread count."""
 
 import os
-import socket
 import subprocess
 import sys
 
@@ -15,7 +14,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "distributed"))
 import common  # noqa: E402
-from reference import num_threads  # noqa: E402
+from helpers import free_port, num_threads  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed")
 PRESETS = common.NAMES
@@ -55,12 +54,6 @@ FULL_BATCH_ATOL = 1e-5
 FULL_BATCH_ATOL_BY_PRESET = {"PrecondScheduleForeachSOAP": 1e-4, "PrecondSchedulePaLMForeachSOAP": 1e-4}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     out = tmp_path_factory.mktemp("dist")
@@ -68,7 +61,7 @@ def results(tmp_path_factory):
     env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
     for attempt in range(2):  # a free port can be taken between the probe and the rendezvous: retry once
         proc = subprocess.run([sys.executable, os.path.join(HERE, "distributed", "worker.py"), str(out),
-                               str(_free_port())], cwd=root, env=env, capture_output=True, text=True, timeout=240)
+                               str(free_port())], cwd=root, env=env, capture_output=True, text=True, timeout=240)
         if proc.returncode == 0:
             break
         print(f"distributed worker attempt {attempt + 1} failed:\n{proc.stderr[-4000:]}", file=sys.stderr)

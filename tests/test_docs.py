@@ -11,13 +11,14 @@ and reports the reason.
 import multiprocessing
 import os
 import re
-import socket
 import sys
 import time
 import types
 
 import pytest
 import torch
+
+from helpers import free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = os.path.join(ROOT, "docs")
@@ -64,18 +65,12 @@ def _rank(rank: int, world: int, port: int, code: str, path: str, line: int) -> 
     os._exit(0)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_processes(code: str, path: str, line: int, world: int = 2) -> None:
     """Run ``code`` in ``world`` fresh processes, forked from a server that has imported torch once
     (a spawned process would spend seconds importing it)."""
     multiprocessing.set_forkserver_preload(["torch", "torch.distributed.fsdp", "heavyball_chain", __name__])
     for attempt in range(2):  # the free port can be taken before rank 0 binds it: retry once
-        ctx = torch.multiprocessing.start_processes(_rank, args=(world, _free_port(), code, path, line),
+        ctx = torch.multiprocessing.start_processes(_rank, args=(world, free_port(), code, path, line),
                                                     nprocs=world, start_method="forkserver", join=False)
         deadline = time.monotonic() + TIMEOUT
         try:

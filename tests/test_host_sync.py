@@ -13,7 +13,7 @@ import inspect
 
 import pytest
 import torch
-from conftest import PRESETS, STANDARD, make_net, train
+from helpers import PRESETS, STANDARD, make_net, train
 from torch.profiler import profile
 
 import heavyball_chain as hc

@@ -34,28 +34,17 @@ import math
 import pytest
 import torch
 
-from conftest import make_net
+from helpers import kwargs_id, make_net, step_scheduler, train, train_eager_and_compiled, with_decay
 from heavyball_chain.presets.ademamix import AdEMAMix
 from heavyball_chain.presets.mars import MARS
 from heavyball_chain.transforms.ademamix import ademamix_alpha, ademamix_beta3
-from reference import assert_matches, assert_resumes_exactly, loss_of, num_threads, relative_diffs
+from reference import assert_matches, assert_resumes_exactly, relative_diffs
 
 po = pytest.importorskip("pytorch_optimizer")
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The numbers in the module docstring were measured at 1 and 2 threads; the tests run at 1
-    (tiny tensors: a second thread only adds synchronisation on a loaded 2-core machine)."""
-    with num_threads(1):
-        yield
-
-
-def _train(model, opt, steps, start=0):
-    for step in range(start, start + steps):
-        opt.zero_grad()
-        loss_of(model, step).backward()
-        opt.step()
+# The numbers in the module docstring were measured at 1 and 2 threads; the tests run at 1
+# (tiny tensors: a second thread only adds synchronisation on a loaded 2-core machine).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class MLP(torch.nn.Module):
@@ -73,22 +62,6 @@ class MLP(torch.nn.Module):
 def make_mlp(seed=0):
     torch.manual_seed(seed)
     return MLP()
-
-
-def _with_decay(make, milestones=(15, 30), gamma=0.3):
-    def build(params):
-        opt = make(params)
-        opt.test_scheduler = torch.optim.lr_scheduler.MultiStepLR(opt, list(milestones), gamma)
-        return opt
-    return build
-
-
-def _step_scheduler(opt, step):
-    opt.test_scheduler.step()
-
-
-def _ids(kw):
-    return ",".join(f"{k}={v}" for k, v in kw.items()) or "defaults"
 
 
 # --------------------------------------------------------------------------- float64 oracles
@@ -192,7 +165,7 @@ ADEMAMIX_PO = [  # ours, and the same settings in pytorch_optimizer's names
 ]
 
 
-@pytest.mark.parametrize("ours,ref", ADEMAMIX_PO, ids=[_ids(o) for o, _ in ADEMAMIX_PO])
+@pytest.mark.parametrize("ours,ref", ADEMAMIX_PO, ids=[kwargs_id(o) for o, _ in ADEMAMIX_PO])
 def test_ademamix_matches_pytorch_optimizer(ours, ref):
     assert_matches(lambda ps: AdEMAMix(ps, **ours), lambda ps: po.AdEMAMix(ps, **ref))
 
@@ -200,8 +173,8 @@ def test_ademamix_matches_pytorch_optimizer(ours, ref):
 def test_ademamix_matches_pytorch_optimizer_under_an_lr_scheduler():
     ours = {"lr": 1e-2, "beta3_warmup": 30, "alpha_warmup": 30, "weight_decay": 0.1}
     ref = {"lr": 1e-2, "alpha": 2.0, "t_alpha_beta3": 30, "weight_decay": 0.1, "weight_decouple": True}
-    assert_matches(_with_decay(lambda ps: AdEMAMix(ps, **ours)), _with_decay(lambda ps: po.AdEMAMix(ps, **ref)),
-                   every_step=_step_scheduler)
+    assert_matches(with_decay(lambda ps: AdEMAMix(ps, **ours)), with_decay(lambda ps: po.AdEMAMix(ps, **ref)),
+                   every_step=step_scheduler)
 
 
 ADEMAMIX_ORACLE = [
@@ -210,7 +183,7 @@ ADEMAMIX_ORACLE = [
 ]
 
 
-@pytest.mark.parametrize("kwargs", ADEMAMIX_ORACLE, ids=_ids)
+@pytest.mark.parametrize("kwargs", ADEMAMIX_ORACLE, ids=kwargs_id)
 def test_ademamix_matches_the_paper(kwargs):
     ours = {k: v for k, v in kwargs.items() if k != "cautious"}
     assert_matches(lambda ps: AdEMAMix(ps, **ours, cautious=kwargs.get("cautious", False)), ademamix_oracle(**kwargs))
@@ -237,8 +210,8 @@ def test_ademamix_schedulers():
 def test_ademamix_tensor_lr_equals_float_lr():
     a, b = make_net(), make_net()
     kw = {"beta3_warmup": 5, "alpha_warmup": 5, "weight_decay": 0.1}
-    _train(a, AdEMAMix(a.parameters(), lr=1e-2, **kw), 8)
-    _train(b, AdEMAMix(b.parameters(), lr=torch.tensor(1e-2), **kw), 8)
+    train(a, AdEMAMix(a.parameters(), lr=1e-2, **kw), 8)
+    train(b, AdEMAMix(b.parameters(), lr=torch.tensor(1e-2), **kw), 8)
     assert max(relative_diffs(a, b).values()) <= 1e-6
 
 
@@ -274,10 +247,7 @@ def test_ademamix_signature_is_the_official_one():
 
 def test_ademamix_compiled_equals_eager():
     kw = {"lr": 1e-2, "beta3_warmup": 4, "alpha_warmup": 3, "weight_decay": 0.1}
-    a, b = make_net(), make_net()
-    oa, ob = AdEMAMix(a.parameters(), **kw), AdEMAMix(b.parameters(), **kw, compile=True)
-    _train(a, oa, 6)
-    _train(b, ob, 6)
+    a, _, b, ob = train_eager_and_compiled(AdEMAMix, 6, **kw)
     assert ob._fuser._kernels, "nothing was fused"
     assert max(relative_diffs(a, b).values()) <= 1e-6
 
@@ -301,7 +271,7 @@ MARS_PO = [  # (ours, pytorch_optimizer's, model): eps=0, see the module docstri
 ]
 
 
-@pytest.mark.parametrize("ours,ref,model_fn", MARS_PO, ids=[_ids(o) for o, _, _ in MARS_PO])
+@pytest.mark.parametrize("ours,ref,model_fn", MARS_PO, ids=[kwargs_id(o) for o, _, _ in MARS_PO])
 def test_mars_matches_pytorch_optimizer(ours, ref, model_fn):
     assert_matches(lambda ps: MARS(ps, **ours), lambda ps: po.MARS(ps, mars_type="adamw", **ref), model_fn=model_fn)
 
@@ -309,8 +279,8 @@ def test_mars_matches_pytorch_optimizer(ours, ref, model_fn):
 def test_mars_matches_pytorch_optimizer_under_an_lr_scheduler():
     """Both rates follow the scheduler: the 1-D one is lr_t * lr_1d / lr (the constructor's lr)."""
     kw = {"eps": 0.0, "lr": 1e-2, "lr_1d": 5e-3, "weight_decay": 0.1}
-    assert_matches(_with_decay(lambda ps: MARS(ps, **kw)), _with_decay(lambda ps: po.MARS(ps, **kw)),
-                   model_fn=make_mlp, every_step=_step_scheduler)
+    assert_matches(with_decay(lambda ps: MARS(ps, **kw)), with_decay(lambda ps: po.MARS(ps, **kw)),
+                   model_fn=make_mlp, every_step=step_scheduler)
 
 
 MARS_ORACLE = [  # the conv net: its 4-D kernel is updated by AdamW unless optimize_1d, as in the official code
@@ -321,7 +291,7 @@ MARS_ORACLE = [  # the conv net: its 4-D kernel is updated by AdamW unless optim
 ]
 
 
-@pytest.mark.parametrize("kwargs", MARS_ORACLE, ids=_ids)
+@pytest.mark.parametrize("kwargs", MARS_ORACLE, ids=kwargs_id)
 def test_mars_matches_the_paper(kwargs):
     assert_matches(lambda ps: MARS(ps, **kwargs), mars_oracle(**kwargs))
 
@@ -330,7 +300,7 @@ def test_mars_routes_as_the_official_code():
     """2-D parameters get MARS (``last_grad``), the conv kernel and the biases AdamW."""
     model = make_net()
     opt = MARS(model.parameters())
-    _train(model, opt, 1)
+    train(model, opt, 1)
     assert "mars/correction/last_grad" in opt.state[model.fc.weight]
     for p in (model.conv.weight, model.conv.bias, model.fc.bias):
         assert set(opt.state[p]) == {"adamw/moments/exp_avg", "adamw/moments/exp_avg_sq", "step"}
@@ -340,8 +310,8 @@ def test_mars_routes_as_the_official_code():
 
 def test_mars_tensor_lr_equals_float_lr():
     a, b = make_net(), make_net()
-    _train(a, MARS(a.parameters(), lr=1e-2, weight_decay=0.1), 8)
-    _train(b, MARS(b.parameters(), lr=torch.tensor(1e-2), weight_decay=0.1), 8)
+    train(a, MARS(a.parameters(), lr=1e-2, weight_decay=0.1), 8)
+    train(b, MARS(b.parameters(), lr=torch.tensor(1e-2), weight_decay=0.1), 8)
     assert max(relative_diffs(a, b).values()) <= 1e-6
 
 
@@ -391,10 +361,7 @@ def test_mars_signature_is_the_official_one():
 def test_mars_compiled_equals_eager():
     """The correction (a per-tensor norm) runs eagerly, the Adam -> decay -> lr -> apply runs fused."""
     kw = {"lr": 1e-2, "weight_decay": 0.1, "lr_1d": 2e-2, "amsgrad": True}
-    a, b = make_net(), make_net()
-    oa, ob = MARS(a.parameters(), **kw), MARS(b.parameters(), **kw, compile=True)
-    _train(a, oa, 5)
-    _train(b, ob, 5)
+    a, _, b, ob = train_eager_and_compiled(MARS, 5, **kw)
     assert ob._fuser._kernels, "nothing was fused"
     assert max(relative_diffs(a, b).values()) <= 1e-6
 

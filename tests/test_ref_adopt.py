@@ -20,8 +20,8 @@ import inspect
 import pytest
 import torch
 
-from conftest import batch, make_net, train
-from reference import assert_matches, assert_resumes_exactly, num_threads
+from helpers import assert_compiled_equals_eager_step_by_step, batch, make_net, num_threads, train
+from reference import assert_matches, assert_resumes_exactly
 
 from heavyball_chain.presets.adopt import ADOPT
 from heavyball_chain.transforms.schedules import step_power
@@ -88,11 +88,7 @@ def _run64(make, steps=50):
     model = make_net(0, torch.float64)
     opt = make(model.parameters())
     with num_threads(1):  # fp64 at 2 threads is slow on a loaded machine, and no more informative
-        for step in range(steps):
-            opt.zero_grad()
-            x, y = batch(step, torch.float64)
-            torch.nn.functional.mse_loss(model(x), y).backward()
-            opt.step()
+        train(model, opt, steps, float32_loss=False)
     return model
 
 
@@ -186,16 +182,7 @@ def test_cautious_matches_float64_oracle():
 @pytest.mark.parametrize("cls", [ADOPT])  # ForeachADOPT's: tests/test_compiled.py
 def test_compiled_equals_eager(cls):
     """Step by step from the same state, over the initialising steps and past them."""
-    model, twin = make_net(0), make_net(0)
-    opt, twin_opt = cls(model.parameters(), lr=1e-2), cls(twin.parameters(), lr=1e-2, compile=True)
-    for i in range(5):
-        twin.load_state_dict(model.state_dict())
-        twin_opt.load_state_dict(opt.state_dict())
-        train(model, opt, 1, start=i)
-        train(twin, twin_opt, 1, start=i)
-        for p, q in zip(model.parameters(), twin.parameters()):
-            torch.testing.assert_close(p, q, rtol=0, atol=2e-6)
-    assert twin_opt._fuser._kernels
+    assert_compiled_equals_eager_step_by_step(cls, 5, lr=1e-2)
 
 
 def test_exact_resume():

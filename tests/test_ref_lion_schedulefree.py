@@ -11,74 +11,21 @@ matches exactly without weight decay; with weight decay lion-pytorch multiplies 
 
 from __future__ import annotations
 
-import io
-
 import pytest
 import torch
 
-from conftest import make_net
+from helpers import kwargs_id, make_net, step_scheduler, train, train_eager_and_compiled, with_decay
 from heavyball_chain.presets.lion import Lion
 from heavyball_chain.presets.schedule_free import AdamWScheduleFree
-from reference import assert_matches, loss_of, num_threads, relative_diffs
+from reference import assert_matches, assert_resumes_exactly, relative_diffs
 
 lion_pytorch = pytest.importorskip("lion_pytorch")
 schedulefree = pytest.importorskip("schedulefree")
 
-
-def _with_decay(make, milestones=(15, 30), gamma=0.3):
-    """``make`` with a MultiStepLR attached (stepped by ``_step_scheduler``)."""
-    def build(params):
-        opt = make(params)
-        opt.test_scheduler = torch.optim.lr_scheduler.MultiStepLR(opt, list(milestones), gamma)
-        return opt
-    return build
-
-
-def _step_scheduler(opt, step):
-    opt.test_scheduler.step()
-
-
-def _train(model, opt, steps, start=0):
-    for step in range(start, start + steps):
-        opt.zero_grad()
-        loss_of(model, step).backward()
-        opt.step()
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The numbers in the module docstring were measured at 1 and 2 threads and are the same at
-    both; the tests run at 1 (tiny tensors: a second thread only adds synchronisation, which on a
-    loaded 2-core machine made each comparison ~5x slower)."""
-    with num_threads(1):
-        yield
-
-
-def _resume(make, save_in_eval=False, before=None, train_mode_calls=False):
-    """20 steps, save, 20 more == a fresh model + optimizer loaded from the save, 20 more (bit for bit)."""
-    model, fresh = make_net(), make_net(seed=5)
-    opt = make(model.parameters())
-    if before is not None:
-        before(opt)
-    _train(model, opt, 20)
-    if save_in_eval:
-        opt.eval()
-    buf = io.BytesIO()
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, buf)
-    buf.seek(0)
-    ckpt = torch.load(buf, weights_only=True)
-    fresh.load_state_dict(ckpt["model"])
-    fresh_opt = make(fresh.parameters())
-    fresh_opt.load_state_dict(ckpt["opt"])
-    for m, o in ((model, opt), (fresh, fresh_opt)):
-        if train_mode_calls:
-            o.train()
-        _train(m, o, 20, start=20)
-        if train_mode_calls:
-            o.eval()
-    for (name, a), b in zip(model.named_parameters(), fresh.parameters()):
-        assert torch.equal(a, b), name
-    return opt, fresh_opt
+# The numbers in the module docstring were measured at 1 and 2 threads and are the same at both;
+# the tests run at 1 (tiny tensors: a second thread only adds synchronisation, which on a loaded
+# 2-core machine made each comparison ~5x slower).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --------------------------------------------------------------------------- Lion
@@ -92,7 +39,7 @@ LION = [
 ]
 
 
-@pytest.mark.parametrize("kwargs", LION, ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()) or "defaults")
+@pytest.mark.parametrize("kwargs", LION, ids=kwargs_id)
 def test_lion_matches_lion_pytorch(kwargs):
     # with weight decay, 2.1e-6: lion-pytorch's fp32 rounding of 1 - lr wd (module docstring)
     assert_matches(lambda ps: Lion(ps, **kwargs), lambda ps: lion_pytorch.Lion(ps, **kwargs), rtol=1e-5)
@@ -102,8 +49,8 @@ def test_lion_matches_lion_pytorch(kwargs):
 def test_lion_matches_under_an_lr_scheduler(decoupled):
     """The decay per step is ``lr_t wd`` or (decoupled) ``lr_t wd / lr0``: both follow the scheduler."""
     kw = {"lr": 1e-3, "weight_decay": 1.0 if decoupled else 0.3, "decoupled_weight_decay": decoupled}
-    assert_matches(_with_decay(lambda ps: Lion(ps, **kw)), _with_decay(lambda ps: lion_pytorch.Lion(ps, **kw)),
-                    rtol=1e-5, every_step=_step_scheduler)
+    assert_matches(with_decay(lambda ps: Lion(ps, **kw)), with_decay(lambda ps: lion_pytorch.Lion(ps, **kw)),
+                    rtol=1e-5, every_step=step_scheduler)
 
 
 def test_lion_decoupled_decay_uses_the_constructor_lr():
@@ -121,8 +68,8 @@ def test_lion_tensor_lr_equals_float_lr():
     a, b = make_net(), make_net()
     oa = Lion(a.parameters(), lr=1e-3, weight_decay=0.1)
     ob = Lion(b.parameters(), lr=torch.tensor(1e-3), weight_decay=0.1)
-    _train(a, oa, 10)
-    _train(b, ob, 10)
+    train(a, oa, 10)
+    train(b, ob, 10)
     assert max(relative_diffs(a, b).values()) <= 1e-6
 
 
@@ -147,24 +94,22 @@ def test_lion_bad_arguments(kwargs, error, match):
 
 def test_lion_use_triton_is_accepted_and_changes_nothing():
     a, b = make_net(), make_net()
-    _train(a, Lion(a.parameters(), lr=1e-3), 5)
-    _train(b, Lion(b.parameters(), lr=1e-3, use_triton=True), 5)
+    train(a, Lion(a.parameters(), lr=1e-3), 5)
+    train(b, Lion(b.parameters(), lr=1e-3, use_triton=True), 5)
     assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
 
 
 @pytest.mark.inductor
 def test_lion_compiled_equals_eager():
     kw = {"lr": 1e-3, "weight_decay": 0.5, "decoupled_weight_decay": True}
-    a, b = make_net(), make_net()
-    _train(a, Lion(a.parameters(), **kw), 5)
-    _train(b, Lion(b.parameters(), **kw, compile=True), 5)
+    a, _, b, _ = train_eager_and_compiled(Lion, 5, **kw)
     # sign() is discontinuous: fp32 rounding of b1 m + (1 - b1) g can flip a sign only where it is
     # ~0; no flip happens here, so the runs agree to rounding
     assert max(relative_diffs(a, b).values()) <= 1e-6
 
 
 def test_lion_exact_resume():
-    _resume(lambda ps: Lion(ps, lr=1e-3, weight_decay=0.5, decoupled_weight_decay=True))
+    assert_resumes_exactly(lambda ps: Lion(ps, lr=1e-3, weight_decay=0.5, decoupled_weight_decay=True), steps=20)
 
 
 # --------------------------------------------------------------------------- AdamWScheduleFree
@@ -188,14 +133,14 @@ SF = [
 ]
 
 
-@pytest.mark.parametrize("kwargs", SF, ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()) or "defaults")
+@pytest.mark.parametrize("kwargs", SF, ids=kwargs_id)
 def test_sf_matches_schedulefree_train_and_eval(kwargs):
     """Side by side; every 10 steps both switch to eval (compared there: x) and back (y)."""
     ours_m, ref_m = make_net(), make_net()
     ours, ref = AdamWScheduleFree(ours_m.parameters(), **kwargs), _sf_ref(**kwargs)(ref_m.parameters())
     for step in range(50):
         for m, o in ((ours_m, ours), (ref_m, ref)):
-            _train(m, o, 1, start=step)
+            train(m, o, 1, start=step)
         if step % 10 == 9:
             ours.eval()
             ref.eval()
@@ -212,8 +157,8 @@ def test_sf_matches_schedulefree_train_and_eval(kwargs):
 def test_sf_matches_with_a_decaying_lr():
     """c_t is weighted by the largest lr so far: after the lr drops, later iterates keep full weight."""
     kw = {"lr": 1e-2, "warmup_steps": 5}
-    assert_matches(_with_decay(lambda ps: AdamWScheduleFree(ps, **kw)), _with_decay(_sf_ref(**kw)),
-                    rtol=1e-5, every_step=_step_scheduler)
+    assert_matches(with_decay(lambda ps: AdamWScheduleFree(ps, **kw)), with_decay(_sf_ref(**kw)),
+                    rtol=1e-5, every_step=step_scheduler)
 
 
 def test_sf_lr_max_rule_is_what_makes_it_match():
@@ -230,16 +175,16 @@ def test_sf_lr_max_rule_is_what_makes_it_match():
                          ("schedule_free", schedule_free(betas=(0.9, 0.999))))
         return ChainOptimizer(ps, tx, lr=1e-2, betas=(0.9, 0.999))
     with pytest.raises(AssertionError, match="relative differences"):
-        assert_matches(_with_decay(current), _with_decay(_sf_ref(lr=1e-2)), every_step=_step_scheduler)
+        assert_matches(with_decay(current), with_decay(_sf_ref(lr=1e-2)), every_step=step_scheduler)
 
 
 def test_sf_lr_max_is_optimizer_state():
     model = make_net()
     opt = AdamWScheduleFree(model.parameters(), lr=1e-2, warmup_steps=2)
-    _train(model, opt, 3)
+    train(model, opt, 3)
     for g in opt.param_groups:
         g["lr"] = 1e-3
-    _train(model, opt, 2, start=3)
+    train(model, opt, 2, start=3)
     state = opt.state[model.fc.weight]
     assert state["schedule_free/lr_max"] == 1e-2
     assert state["schedule_free/weight_sum"] == pytest.approx(5e-3**2 + 4 * 1e-2**2)
@@ -254,8 +199,8 @@ def test_sf_tensor_lr_equals_float_lr():
         if step == 5:  # in place, as a compiled training loop would
             oa.param_groups[0]["lr"] = 2e-3
             lr.fill_(2e-3)
-        _train(a, oa, 1, start=step)
-        _train(b, ob, 1, start=step)
+        train(a, oa, 1, start=step)
+        train(b, ob, 1, start=step)
     assert isinstance(ob.state[b.fc.weight]["schedule_free/lr_max"], torch.Tensor)
     assert max(relative_diffs(a, b).values()) <= 1e-6
 
@@ -282,23 +227,20 @@ def test_sf_bad_arguments(kwargs, error, match):
 def test_sf_step_in_eval_mode_raises():
     model = make_net()
     opt = AdamWScheduleFree(model.parameters(), foreach=False)
-    _train(model, opt, 2)
+    train(model, opt, 2)
     opt.eval()
     with pytest.raises(RuntimeError, match=r"train\(\)"):
-        _train(model, opt, 1, start=2)
+        train(model, opt, 1, start=2)
 
 
 @pytest.mark.inductor
 def test_sf_compiled_equals_eager():
     kw = {"lr": 1e-2, "weight_decay": 0.1, "warmup_steps": 2}
-    a, b = make_net(), make_net()
-    oa, ob = AdamWScheduleFree(a.parameters(), **kw), AdamWScheduleFree(b.parameters(), **kw, compile=True)
-    _train(a, oa, 4)
-    _train(b, ob, 4)
+    a, oa, b, ob = train_eager_and_compiled(AdamWScheduleFree, 4, **kw)
     for o in (oa, ob):
         o.param_groups[0]["lr"] = 2e-3  # lr_max stays 1e-2: no recompile, same weights
-    _train(a, oa, 2, start=4)
-    _train(b, ob, 2, start=4)
+    train(a, oa, 2, start=4)
+    train(b, ob, 2, start=4)
     oa.eval()
     ob.eval()
     assert max(relative_diffs(a, b).values()) <= 1e-6
@@ -310,7 +252,8 @@ def test_sf_exact_resume(save_in_eval):
     def drop_lr_at_10(opt):
         opt.register_step_post_hook(lambda o, *_: o.param_groups[0].__setitem__("lr", 1e-3)
                                     if o.state[o.param_groups[0]["params"][0]]["step"] == 10 else None)
-    opt, fresh_opt = _resume(lambda ps: AdamWScheduleFree(ps, lr=1e-2, warmup_steps=3, r=0.5, weight_decay=0.1),
-                             save_in_eval=save_in_eval, before=drop_lr_at_10, train_mode_calls=True)
+    opt, fresh_opt = assert_resumes_exactly(
+        lambda ps: AdamWScheduleFree(ps, lr=1e-2, warmup_steps=3, r=0.5, weight_decay=0.1), steps=20,
+        save_in_eval=save_in_eval, before=drop_lr_at_10, train_mode_calls=True)
     key = "schedule_free/lr_max"
     assert fresh_opt.state[next(iter(fresh_opt.state))][key] == 1e-2

@@ -13,7 +13,7 @@ difference per tensor at 1 and 2 threads: ours vs oracle <= 3.8e-6, oracle vs th
 <= 4.3e-6, ours vs the reference <= 1.4e-6, in every setting below (the two fp32 runs are closer
 to each other than to the oracle: what remains is fp32 rounding, amplified by the eigenvectors).
 
-Why not ``conftest.Net``: its ``fc`` weight (5 x 48) gets, from a batch, a gradient of rank <= 5,
+Why not ``helpers.Net``: its ``fc`` weight (5 x 48) gets, from a batch, a gradient of rank <= 5,
 so its 48 x 48 factor starts with a 43-dimensional null space whose eigenvectors ``eigh`` picks
 arbitrarily (from rounding), and Adam's elementwise division depends on that basis. There the
 float64 oracle differs from both fp32 runs by 1e-1; ours and the reference agree to 3e-6 with the
@@ -37,7 +37,8 @@ from heavyball_chain.transforms.apply import apply_updates
 from heavyball_chain.transforms.scaling import scale_by_learning_rate
 from heavyball_chain.transforms.scaling import decay_after_update
 from heavyball_chain.transforms.soap import merged_shape, soap_precondition
-from reference import assert_matches, loss_of, run
+from helpers import train
+from reference import assert_matches, run
 
 # --------------------------------------------------------------------------- the float64 oracle
 
@@ -146,7 +147,7 @@ class OracleSOAP(torch.optim.Optimizer):
 
 
 class WellPosed(torch.nn.Module):
-    """conftest's batches (x: 8 x 2 x 6 x 6, y: 8 x 5) through a conv (5, 2, 3, 3), a square
+    """helpers' batches (x: 8 x 2 x 6 x 6, y: 8 x 5) through a conv (5, 2, 3, 3), a square
     linear layer, a 2-vector ``gain`` and a (1, 2) ``mix`` (merged to a 2-vector by merge_dims).
     With ``bias=False`` its only vectors have 2 entries: precondition_1d's rank-1 first factor
     then leaves a null space of dimension 1."""
@@ -291,10 +292,7 @@ def test_resume_is_bit_for_bit():
     saved = opt.state_dict()
     resumed = SOAP(first.parameters(), **kwargs)
     resumed.load_state_dict(saved)
-    for step in range(7, 14):
-        resumed.zero_grad()
-        loss_of(first, step).backward()
-        resumed.step()
+    train(first, resumed, 7, start=7)
     for a, b in zip(straight.parameters(), first.parameters()):
         assert torch.equal(a, b)
 

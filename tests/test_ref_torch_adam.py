@@ -17,8 +17,8 @@ import warnings
 import pytest
 import torch
 
-from conftest import batch, make_net, train
-from reference import assert_matches, assert_resumes_exactly, num_threads
+from helpers import assert_compiled_equals_eager_step_by_step, batch, make_net, num_threads, train
+from reference import assert_matches, assert_resumes_exactly
 
 import heavyball_chain as hc
 from heavyball_chain import transforms as T
@@ -156,21 +156,13 @@ def _cautious_adamw_oracle(steps, lr=1e-2, betas=(0.9, 0.99), eps=1e-8, wd=0.1):
 def test_cautious_adamw_matches_float64_oracle():
     model = make_net(0, torch.float64)
     opt = AdamW(model.parameters(), lr=1e-2, betas=(0.9, 0.99), weight_decay=0.1, cautious=True)
-    for step in range(30):
-        opt.zero_grad()
-        x, y = batch(step, torch.float64)
-        torch.nn.functional.mse_loss(model(x), y).backward()
-        opt.step()
+    train(model, opt, 30, float32_loss=False)
     oracle = _cautious_adamw_oracle(30)
     for (name, p), q in zip(model.named_parameters(), oracle.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-10, atol=1e-12, msg=lambda s: f"{name}: {s}")
     plain = make_net(0, torch.float64)
     popt = AdamW(plain.parameters(), lr=1e-2, betas=(0.9, 0.99), weight_decay=0.1)
-    for step in range(30):
-        popt.zero_grad()
-        x, y = batch(step, torch.float64)
-        torch.nn.functional.mse_loss(plain(x), y).backward()
-        popt.step()
+    train(plain, popt, 30, float32_loss=False)
     assert max((p - q).abs().max().item() for p, q in zip(model.parameters(), plain.parameters())) > 1e-3
 
 
@@ -243,16 +235,7 @@ def test_bad_arguments_name_the_argument(cls):
 def test_compiled_equals_eager(cls, kw):
     """One step at a time from the same state (rounding differences are not amplified); RAdam with
     b2 = 0.9 switches to the rectified step at t = 5, inside the run."""
-    model, twin = make_net(0), make_net(0)
-    opt, twin_opt = cls(model.parameters(), lr=1e-2, **kw), cls(twin.parameters(), lr=1e-2, compile=True, **kw)
-    for i in range(6):
-        twin.load_state_dict(model.state_dict())
-        twin_opt.load_state_dict(opt.state_dict())
-        train(model, opt, 1, start=i)
-        train(twin, twin_opt, 1, start=i)
-        for p, q in zip(model.parameters(), twin.parameters()):
-            torch.testing.assert_close(p, q, rtol=0, atol=2e-6)
-    assert twin_opt._fuser._kernels
+    assert_compiled_equals_eager_step_by_step(cls, 6, lr=1e-2, **kw)
 
 
 @pytest.mark.parametrize("cls,kw", [(Adam, {"amsgrad": True, "weight_decay": 0.1}),

@@ -22,17 +22,11 @@ import inspect
 import pytest
 import torch
 
-from conftest import make_net, train
+from helpers import make_net, train, train_eager_and_compiled
 from heavyball_chain.presets.torch_classic import SGD, Adagrad, RMSprop
-from reference import assert_matches, num_threads
+from reference import assert_matches
 
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    with num_threads(1):
-        yield
-
+pytestmark = pytest.mark.usefixtures("one_thread")  # see the module docstring
 
 TORCH = {SGD: torch.optim.SGD, RMSprop: torch.optim.RMSprop, Adagrad: torch.optim.Adagrad}
 
@@ -240,11 +234,7 @@ RICH = {
 
 @pytest.mark.parametrize("preset", [SGD, RMSprop, Adagrad])
 def test_compiled_equals_eager(preset):
-    eager, compiled = make_net(), make_net()
-    opt_e, opt_c = preset(eager.parameters(), **RICH[preset]), preset(compiled.parameters(), **RICH[preset],
-                                                                      compile=True)
-    train(eager, opt_e, 4)
-    train(compiled, opt_c, 4)
+    eager, _, compiled, _ = train_eager_and_compiled(preset, 4, **RICH[preset])
     for a, b in zip(eager.parameters(), compiled.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 

@@ -16,20 +16,15 @@ import io
 import pytest
 import torch
 
-from conftest import batch, make_net
+from helpers import loss_of, make_net, num_threads
 from heavyball_chain.presets.muon_adamw import MuonWithAdamW, is_hidden_matrix
 from heavyball_chain.presets.torch_matrix import Adafactor, Muon
-from reference import assert_matches, num_threads, relative_diffs
+from reference import assert_matches, relative_diffs
 
 # Every comparison was measured at 1 and 2 threads, with identical results (Muon's 0.0, Adafactor's
 # up to 4.4e-7); the tests run at 1 thread, which for these tiny models is also the fastest.
 THREADS = (1,)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    with num_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --------------------------------------------------------------------------- models
@@ -83,11 +78,6 @@ class TinyLM(torch.nn.Module):
 def make_lm(tied, seed=0):
     torch.manual_seed(seed)
     return TinyLM(tied=tied)
-
-
-def adafactor_loss(model, step):  # conftest.Net's batches
-    x, y = batch(step)
-    return torch.nn.functional.mse_loss(model(x), y)
 
 
 def lm_loss(model, step):
@@ -353,7 +343,7 @@ def test_adafactor_compiled_equals_eager():
     runs = []
     for compile_ in (False, True):
         model = make_net()
-        train(model, [Adafactor(model.parameters(), compile=compile_)], adafactor_loss, 3)
+        train(model, [Adafactor(model.parameters(), compile=compile_)], loss_of, 3)
         runs.append(model)
     for a, b in zip(*(m.parameters() for m in runs)):
         assert torch.equal(a, b)
@@ -364,7 +354,7 @@ def test_adafactor_state_is_factored():
     opt = Adafactor(model.named_parameters())
     # conv [3, 2, 3, 3]: rows [3, 2, 3, 1] + columns [3, 2, 1, 3]; fc [5, 48]: 5 + 48; biases: 3 + 5
     assert opt.state_bytes() == 4 * (18 + 18 + 5 + 48 + 3 + 5)
-    train(model, [opt], adafactor_loss, 1)
+    train(model, [opt], loss_of, 1)
     state = opt.state[model.conv.weight]
     assert state["factored_rms/row_var"].shape == (3, 2, 3, 1)
     assert state["factored_rms/col_var"].shape == (3, 2, 1, 3)
@@ -400,7 +390,7 @@ def test_muon_resumes_bit_for_bit():
 
 
 def test_adafactor_resumes_bit_for_bit():
-    _resume_equals_uninterrupted(make_net, lambda m: Adafactor(m.parameters(), weight_decay=0.1), adafactor_loss)
+    _resume_equals_uninterrupted(make_net, lambda m: Adafactor(m.parameters(), weight_decay=0.1), loss_of)
 
 
 @pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])

@@ -6,7 +6,7 @@ import io
 import pytest
 import torch
 
-from conftest import make_net, train
+from helpers import make_net, train
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])

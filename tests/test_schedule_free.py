@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import heavyball_chain as hc
-from conftest import make_net, train
+from helpers import make_net, train
 
 heavyball = pytest.importorskip("heavyball")
 

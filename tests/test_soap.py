@@ -460,7 +460,7 @@ def test_refresh_factors_one_trains_close_to_all_and_resumes_exactly():
     """Not HeavyBall's math, but the same optimizer: on the shared problem both reach a loss within
     a few percent (benchmarks/soap_refresh.py measures it on the bench's charlm), and a
     checkpoint (with the refresh count) resumes bit for bit; "all" refuses its checkpoint."""
-    from conftest import make_net, train
+    from helpers import make_net, train
     from reference import assert_resumes_exactly
 
     losses = {}

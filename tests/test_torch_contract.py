@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import heavyball_chain as hc
-from conftest import batch, make_net, train
+from helpers import batch, make_net, train
 
 
 def _params_equal(a, b):

@@ -165,16 +165,13 @@ def _seeded():
     torch.manual_seed(0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are far below torch's parallel grain size, so the thread count changes no
-    result (checked: the same outcomes with 1 and 2 threads, TORCH_GENERIC_THREADS=2); but on a
-    busy 2-core machine OpenMP's second thread makes every small op wait for a core (measured:
-    BatchNorm2d forward+backward 0.15 ms with 1 thread, 13 ms with 2 under load 6)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(int(os.environ.get("TORCH_GENERIC_THREADS", "1")))
-    yield
-    torch.set_num_threads(before)
+# These tensors are far below torch's parallel grain size, so the thread count changes no result
+# (checked: the same outcomes with 1 and 2 threads, TORCH_GENERIC_THREADS=2); but on a busy 2-core
+# machine OpenMP's second thread makes every small op wait for a core (measured: BatchNorm2d
+# forward+backward 0.15 ms with 1 thread, 13 ms with 2 under load 6). conftest's ``one_thread``
+# sets NUM_THREADS threads for each test.
+NUM_THREADS = int(os.environ.get("TORCH_GENERIC_THREADS", "1"))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --------------------------------------------------------------------------- helpers

@@ -11,7 +11,7 @@ import torch
 
 import heavyball_chain as hc
 from heavyball_chain import transforms as T
-from conftest import PRESETS, STANDARD, make_net, train
+from helpers import PRESETS, STANDARD, make_net, train
 
 PALM = [c for c in PRESETS if "PaLM" in c.__name__]
 SOAP = [c for c in PRESETS if "SOAP" in c.__name__]
@@ -483,7 +483,7 @@ def test_schedule_in_a_checkpoint_is_recorded_by_name():
 
 # --------------------------------------------------------------------------- the drop-ins' checkpoints
 
-# Muon takes only 2-D parameters (conftest's Net has a conv kernel and biases): MuonWithAdamW,
+# Muon takes only 2-D parameters (helpers' Net has a conv kernel and biases): MuonWithAdamW,
 # built from the model, stands for it. SGD keeps state only with momentum.
 DROP_INS = [c for c in STANDARD if c is not hc.Muon] + [hc.MuonWithAdamW]
 _DROP_IN_KWARGS = {hc.SGD: {"momentum": 0.9}}

@@ -7,7 +7,7 @@ import torch
 
 import heavyball_chain as hc
 from heavyball_chain import transforms as T
-from conftest import make_net, train
+from helpers import make_net, train
 
 
 def params(*shapes, seed=0, dtype=torch.float32):
