@@ -38,9 +38,12 @@ from __future__ import annotations
 
 import contextlib
 import types
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, ContextManager, Sequence
 
 import torch
+
+if TYPE_CHECKING:
+    from .core import Bucket, Transform
 
 __all__ = ["Fuser", "FusedPart"]
 
@@ -58,13 +61,14 @@ class FusedPart:
 
     __slots__ = ("transform", "bucket", "scalars")
 
-    def __init__(self, transform, bucket, scalars: Sequence[Any]):
+    def __init__(self, transform: Transform, bucket: Bucket, scalars: Sequence[Any]):
         self.transform = transform
         self.bucket = bucket
         self.scalars = tuple(s if isinstance(s, torch.Tensor) else float(s) for s in scalars)
 
 
-def _kernel(us, ps, states, scalars, parts, returns):
+def _kernel(us: list[torch.Tensor], ps: list[torch.Tensor], states: list[list[torch.Tensor]], scalars: torch.Tensor,
+            parts: tuple[tuple[Transform, int, int], ...], returns: bool) -> list[torch.Tensor] | None:
     """The body every compiled graph runs: each transform's ``fused`` in turn, on every tensor of
     a chunk (dynamo unrolls the loop; inductor emits one kernel call for the whole chunk)."""
     outs = []
@@ -103,7 +107,7 @@ class Fuser:
         self._pads: dict[tuple, list[list[torch.Tensor]]] = {}
         self._flat: dict[tuple, tuple[list, list]] = {}
 
-    def _compiled(self, key: tuple, returns: bool):
+    def _compiled(self, key: tuple, returns: bool) -> Any:
         fn = self._kernels.get((key, returns))
         if fn is None:
             code = _kernel.__code__.replace(co_name=f"fused_{len(self._kernels)}")
@@ -112,7 +116,7 @@ class Fuser:
             self._kernels[(key, returns)] = fn
         return fn
 
-    def run(self, parts: Sequence[FusedPart], updates: list[torch.Tensor], returns: bool):
+    def run(self, parts: Sequence[FusedPart], updates: list[torch.Tensor], returns: bool) -> list[torch.Tensor] | None:
         try:
             with _no_duck_shapes():
                 return self._run(parts, updates, returns)
@@ -122,7 +126,7 @@ class Fuser:
                                f"{str(exc).splitlines()[0] if str(exc) else ''}); pass compile=False to run "
                                f"eagerly") from exc
 
-    def _scalar_buffer(self, key: tuple, values: list, device, dtype) -> torch.Tensor:
+    def _scalar_buffer(self, key: tuple, values: list, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         """This step's numbers, written in place into a device tensor kept across steps: Python
         numbers as kernel arguments of two multi-tensor ops, tensors (a tensor lr) by a device copy;
         no host-to-device copy, no synchronisation, the same graph input every step."""
@@ -164,7 +168,7 @@ class Fuser:
         self._flat[key] = ([list(s) for s in sources], held)
         return held
 
-    def _run(self, parts: Sequence[FusedPart], updates: list[torch.Tensor], returns: bool):
+    def _run(self, parts: Sequence[FusedPart], updates: list[torch.Tensor], returns: bool) -> list[torch.Tensor] | None:
         first = parts[0].bucket
         names = [part.transform.fused_state(part.bucket) for part in parts]
         layout = tuple((part.transform, len(n), len(part.scalars)) for part, n in zip(parts, names))
@@ -217,7 +221,7 @@ def _flat_copy(t: torch.Tensor) -> torch.Tensor:
     return flat
 
 
-def _no_duck_shapes():
+def _no_duck_shapes() -> ContextManager[Any]:
     """Tensors of one chunk that happen to have equal sizes must not share a size symbol (dynamo's
     duck shaping): the graph would then guard on the equality and recompile for the next chunk."""
     config = getattr(torch.fx.experimental, "_config", None)

@@ -421,13 +421,15 @@ class Bucket:
         return [p if p.dtype == compute_dtype(p.dtype) else p.float() for p in self.params]
 
 
-def run_at_steps(fn: Callable[[Any, "Bucket"], Sequence | None], updates: Sequence, views) -> Sequence | None:
+def run_at_steps(fn: Callable[[Any, "Bucket"], Sequence | None], updates: Sequence,
+                 views: Sequence[tuple[list[int] | None, "Bucket"]]) -> Sequence | None:
     """``fn(updates, view)`` on each view of :meth:`Bucket.at_steps`, merged back into one list
     (``None`` for the parameters whose view returned ``None``; ``None`` if all did)."""
     if views[0][0] is None:
         return fn(updates, views[0][1])
     out: list = [None] * len(updates)
     for idx, view in views:
+        assert idx is not None  # only a single view covering the whole bucket has no indices
         result = fn([updates[i] for i in idx], view)
         if result is not None:
             for i, u in zip(idx, result):
@@ -526,7 +528,7 @@ class Borrowed(list):
     result into ``spare`` (``out=``) instead of allocating, and returns ``Fresh(spare)``. LaProp's
     update is its momentum: this saves the copy of m per step."""
 
-    def __init__(self, tensors, spare: list):
+    def __init__(self, tensors: Iterable[torch.Tensor], spare: list):
         super().__init__(tensors)
         self.spare = spare
 
@@ -578,6 +580,11 @@ class Transform:
     writes_params: bool = False
     capturable: bool = False
     supports_complex: bool = True
+
+    def __init__(self) -> None:
+        """No options (subclasses with options define their own); an explicit signature, so
+        ``inspect.signature`` of an option-less transform is ``()`` rather than object's
+        ``(*args, **kwargs)``."""
 
     def fuse(self, bucket: Bucket) -> tuple[Any, ...] | None:
         return None
@@ -695,7 +702,7 @@ class Chain(Transform):
         key = child.key(self._SKIPPED)
         return child.at_steps([child.step - s.get(key, 0) for s in bucket.states])
 
-    def walk(self, bucket):
+    def walk(self, bucket: Bucket) -> Iterable[tuple[Transform, Bucket]]:
         yield self, bucket
         for n, t in self._children:
             for _, view in self._by_lag(bucket, n):

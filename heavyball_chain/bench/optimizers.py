@@ -7,7 +7,7 @@ AdamW learning rate moves with ``--lr``/``--tune`` in proportion to its default 
 from __future__ import annotations
 
 import inspect
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -54,7 +54,7 @@ def make_optimizer(name: str, model: torch.nn.Module, lr: float, compile: bool =
 def state_bytes(opt: torch.optim.Optimizer) -> int:
     """Bytes of the tensors in the optimizer state, also inside lists and dicts (other libraries
     keep some there)."""
-    def size(v) -> int:
+    def size(v: Any) -> int:
         if isinstance(v, torch.Tensor):
             return v.numel() * v.element_size()
         if isinstance(v, dict):

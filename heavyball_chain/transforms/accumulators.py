@@ -39,11 +39,31 @@ class scale_by_rmsprop(Transform):  # noqa: N801 - optax-style transform name
     RMSprop's momentum (``buf = momentum buf + u``, then ``p -= lr buf``) is ``trace`` after this
     transform. Reads ``alpha`` (in [0, 1]) and ``eps`` (>= 0). State: ``square_avg`` (and
     ``grad_avg`` when centered).
+
+    Args:
+        alpha: the EMA weight ``a`` of v (and of ``ḡ``), in [0, 1]; may be a schedule ``f(t)``.
+            The default of the ``alpha`` hyperparameter.
+        eps: added to the root (>= 0). The default of the ``eps`` hyperparameter.
+        centered: divide by the root of the variance estimate ``v - ḡ²`` instead of ``v``.
+
+    Examples:
+        v starts at 0 without correction, so the first step is ``sign(g) / sqrt(1 - a)``, 10 lr
+        at the default ``a = 0.99``:
+
+        >>> import torch, heavyball_chain as hc
+        >>> from heavyball_chain import transforms as T
+        >>> p = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+        >>> tx = hc.chain(T.scale_by_rmsprop(), T.scale_by_learning_rate(), T.apply_updates())
+        >>> opt = hc.ChainOptimizer([p], tx, lr=0.01)
+        >>> p.grad = torch.tensor([0.5, -3.0])
+        >>> opt.step()
+        >>> p.data
+        tensor([ 0.9000, -1.9000])
     """
 
     name = "scale_by_rmsprop"
 
-    def __init__(self, alpha: float = 0.99, eps: float = 1e-8, centered: bool = False):
+    def __init__(self, alpha: float = 0.99, eps: float = 1e-8, centered: bool = False) -> None:
         if not isinstance(centered, bool):
             raise TypeError(f"centered: expected True or False, got {centered!r}")
         self.hyperparams = {"alpha": Hyper(alpha, closed_unit_interval), "eps": Hyper(eps, non_negative)}
@@ -92,11 +112,30 @@ class scale_by_adagrad(Transform):  # noqa: N801
 
     Reads ``eps`` (>= 0) and ``initial_accumulator_value`` (>= 0, fixed: it is read once, when a
     parameter's accumulator is created at its first step). State: ``sum``.
+
+    Args:
+        eps: added to ``sqrt(Σ)`` (>= 0). The default of the ``eps`` hyperparameter.
+        initial_accumulator_value: ``Σ_0`` (>= 0; a number, not a schedule). The default of the
+            ``initial_accumulator_value`` hyperparameter.
+
+    Examples:
+        The accumulated sum shrinks the steps: step 1 moves by ``-lr sign(g1)``, step 2 by
+        ``-lr g2 / sqrt(g1² + g2²) = -[4/5, 12/13]``:
+
+        >>> import torch, heavyball_chain as hc
+        >>> from heavyball_chain import transforms as T
+        >>> p = torch.nn.Parameter(torch.zeros(2))
+        >>> tx = hc.chain(T.scale_by_adagrad(), T.scale_by_learning_rate(), T.apply_updates())
+        >>> opt = hc.ChainOptimizer([p], tx, lr=1.0)
+        >>> p.grad = torch.tensor([3.0, 5.0]); opt.step(); p.data
+        tensor([-1., -1.])
+        >>> p.grad = torch.tensor([4.0, 12.0]); opt.step(); p.data
+        tensor([-1.8000, -1.9231])
     """
 
     name = "scale_by_adagrad"
 
-    def __init__(self, eps: float = 1e-10, initial_accumulator_value: float = 0.0):
+    def __init__(self, eps: float = 1e-10, initial_accumulator_value: float = 0.0) -> None:
         self.hyperparams = {"eps": Hyper(eps, non_negative),
                             "initial_accumulator_value": Hyper(initial_accumulator_value, non_negative, fixed=True)}
 
@@ -129,14 +168,35 @@ class scale_by_inverse_time_decay(Transform):  # noqa: N801
     that followed by ``scale_by_learning_rate`` the step size is ``lr / (1 + (t - 1) lr_decay)``
     (inverse-time decay; the step counts the updates that reached this transform). Reads
     ``lr_decay`` (>= 0; 0 is the identity).
+
+    The ``1 / t`` step sizes of stochastic approximation (Robbins & Monro 1951, "A Stochastic
+    Approximation Method"), in the "search-then-converge" form ``lr / (1 + t / τ)`` of Darken &
+    Moody 1990 ("Note on Learning Rate Schedules for Stochastic Optimization", NIPS 3), with
+    ``lr_decay = 1 / τ`` and the step counted from 0 (as torch does).
+
+    Args:
+        lr_decay: the decay rate (>= 0; 0, the default, leaves updates unchanged); may be a
+            schedule ``f(t)``. The default of the ``lr_decay`` hyperparameter.
+
+    Examples:
+        With ``lr_decay = 1`` the steps are lr, lr/2, lr/3:
+
+        >>> import torch, heavyball_chain as hc
+        >>> from heavyball_chain import transforms as T
+        >>> p = torch.nn.Parameter(torch.zeros(1))
+        >>> tx = hc.chain(T.scale_by_inverse_time_decay(), T.scale_by_learning_rate(), T.apply_updates())
+        >>> opt = hc.ChainOptimizer([p], tx, lr=1.0, lr_decay=1.0)
+        >>> for _ in range(3): p.grad = torch.ones(1); opt.step()
+        >>> p.data  # -(1 + 1/2 + 1/3)
+        tensor([-1.8333])
     """
 
     name = "scale_by_inverse_time_decay"
 
-    def __init__(self, lr_decay: float = 0.0):
+    def __init__(self, lr_decay: float = 0.0) -> None:
         self.hyperparams = {"lr_decay": Hyper(lr_decay, non_negative)}
 
-    def _factor(self, bucket) -> float:
+    def _factor(self, bucket: Bucket) -> float:
         return 1 / (1 + (bucket.step - 1) * bucket.hp("lr_decay"))
 
     def update(self, updates: list[torch.Tensor], bucket: Bucket) -> Sequence[torch.Tensor | None] | None:

@@ -24,7 +24,7 @@ step need only whole-tensor norms (``Bucket.norms`` sums them over the mesh) and
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -53,33 +53,57 @@ EPS_PAIR = Elements("a pair (eps1, eps2): eps1 None or a number >= 0, eps2 a num
                     _optional_non_negative, non_negative)
 
 
-def _eps_hyper(eps) -> Hyper:
+def _eps_hyper(eps: Sequence[float | None]) -> Hyper:
     return Hyper(tuple(eps) if isinstance(eps, list) else eps, EPS_PAIR)
 
 
-def _global_shape(bucket, i: int) -> torch.Size:
+def _global_shape(bucket: Bucket, i: int) -> torch.Size:
     return (bucket.sharded if bucket.sharded is not None else bucket.params)[i].shape
 
 
-def _zeros(shape):
+def _zeros(shape: Sequence[int]) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda p: torch.zeros(shape, dtype=compute_dtype(p.dtype), device=p.device)
 
 
 class scale_by_factored_rms(Transform):  # noqa: N801 - optax-style transform name
-    """Adafactor's normalisation ``U = G / sqrt(max(V̂, eps1²))`` with the factored second moment
-    of the module docstring (row and column EMAs over the last two dimensions of tensors with two
-    or more, a full EMA for the others).
+    """Adafactor's normalisation (Shazeer & Stern 2018, arXiv 1804.04235)
+    ``U = G / sqrt(max(V̂, eps1²))`` with the factored second moment of the module docstring
+    (row and column EMAs over the last two dimensions of tensors with two or more, a full EMA
+    for the others).
 
     Reads ``beta2_decay`` (<= 0) and ``eps`` (only eps1; None is the machine epsilon of the
     parameter's dtype, as torch). State: ``row_var`` (shape ``[..., n, 1]``) and ``col_var``
     (``[..., 1, m]``) for tensors of two or more dimensions, ``variance`` for the others; for
     sharded parameters, whole on the owner only.
+
+    Args:
+        beta2_decay: the exponent ``c`` of ``b̂2_t = 1 - t^c`` (<= 0; 0 keeps only the current
+            ``G²``). The default of the ``beta2_decay`` hyperparameter.
+        eps: the pair ``(eps1, eps2)``; only eps1 is read here, the floor of the variance
+            estimate (as ``eps1²``) and of the row mean: None for the machine epsilon of the
+            parameter's dtype, or a number >= 0. The default of the ``eps`` hyperparameter
+            (eps2, >= 0, is :class:`scale_by_relative_step`'s).
+
+    Examples:
+        When ``G²`` is a rank-1 matrix the factored estimate is exact: at t = 1 (``b̂2 = 0``),
+        ``V̂ = R C / mean(R) = G²``, and the update is ``-lr sign(G)``:
+
+        >>> import torch, heavyball_chain as hc
+        >>> from heavyball_chain import transforms as T
+        >>> p = torch.nn.Parameter(torch.zeros(2, 2))
+        >>> tx = hc.chain(T.scale_by_factored_rms(), T.scale_by_learning_rate(), T.apply_updates())
+        >>> opt = hc.ChainOptimizer([p], tx, lr=0.1)
+        >>> p.grad = torch.tensor([[1.0, -2.0], [-3.0, 6.0]])  # the outer product of [1, -3] and [1, -2]
+        >>> opt.step()
+        >>> p.data
+        tensor([[-0.1000,  0.1000],
+                [ 0.1000, -0.1000]])
     """
 
     name = "scale_by_factored_rms"
     supports_complex = False  # its factors are of real matrices; torch refuses complex parameters too
 
-    def __init__(self, beta2_decay: float = -0.8, eps=(None, 1e-3)):
+    def __init__(self, beta2_decay: float = -0.8, eps: Sequence[float | None] = (None, 1e-3)) -> None:
         self.hyperparams = {"beta2_decay": Hyper(beta2_decay, _non_positive), "eps": _eps_hyper(eps)}
 
     def slots(self, bucket: Bucket) -> dict[str, Slot]:
@@ -100,7 +124,7 @@ class scale_by_factored_rms(Transform):  # noqa: N801 - optax-style transform na
                                   skips=lambda step: False)
         return self._update(updates, bucket, eps1)
 
-    def _update(self, updates, bucket, eps1):
+    def _update(self, updates: list[torch.Tensor], bucket: Bucket, eps1: float) -> Fresh:
         w = bucket.step ** bucket.hp("beta2_decay")  # 1 - b̂2_t
         out: list[torch.Tensor] = [None] * len(updates)  # type: ignore[list-item]
         vectors = [i for i, u in enumerate(updates) if u.dim() < 2]
@@ -132,11 +156,29 @@ class clip_by_block_rms(Transform):  # noqa: N801
 
     so no tensor's update has an RMS above ``d``. Whole-tensor norms for sharded parameters, no
     host synchronisation. Reads ``d`` (>= 1, as torch).
+
+    Args:
+        d: the largest RMS an update keeps (>= 1; the paper's 1). The default of the ``d``
+            hyperparameter.
+
+    Examples:
+        The RMS is the whole tensor's, so a coordinate may stay above ``d``: ``[1, 7]`` has RMS 5
+        and is divided by 5; ``[0.5, -0.5]`` (RMS 0.5) passes unchanged:
+
+        >>> import torch, heavyball_chain as hc
+        >>> from heavyball_chain import transforms as T
+        >>> a, b = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2))
+        >>> tx = hc.chain(T.clip_by_block_rms(), T.scale_by_learning_rate(), T.apply_updates())
+        >>> opt = hc.ChainOptimizer([a, b], tx, lr=1.0)
+        >>> a.grad, b.grad = torch.tensor([1.0, 7.0]), torch.tensor([0.5, -0.5])
+        >>> opt.step()
+        >>> a.data, b.data
+        (tensor([-0.2000, -1.4000]), tensor([-0.5000,  0.5000]))
     """
 
     name = "clip_by_block_rms"
 
-    def __init__(self, d: float = 1.0):
+    def __init__(self, d: float = 1.0) -> None:
         self.hyperparams = {"d": Hyper(d, _at_least_one)}
 
     def update(self, updates: list[torch.Tensor], bucket: Bucket) -> Sequence[torch.Tensor | None] | None:
@@ -158,11 +200,31 @@ class scale_by_relative_step(Transform):  # noqa: N801
     The step is relative to the parameter's scale (its RMS, floored at eps2, taken before this
     step's update and decay); ``lr`` caps ρ_t where the paper uses 10^-2 (torch.optim's choice).
     Reads ``lr`` (a number, a schedule or a one-element tensor) and ``eps`` (only eps2).
+
+    Args:
+        lr: the cap of ``ρ_t`` (>= 0): a number, a schedule ``f(t)`` or a one-element float
+            tensor. The default of the ``lr`` hyperparameter.
+        eps: the pair ``(eps1, eps2)``; only eps2 is read here, the floor of ``RMS(p)`` (>= 0).
+            The default of the ``eps`` hyperparameter (eps1 is :class:`scale_by_factored_rms`'s).
+
+    Examples:
+        The step is ``RMS(p) min(lr, 1)`` at t = 1: 0.5 for ``p = [1, 7]`` (RMS 5), and
+        ``eps2 lr = 1e-4`` for a parameter at 0. The output is already negated: no
+        ``scale_by_learning_rate``.
+
+        >>> import torch, heavyball_chain as hc
+        >>> from heavyball_chain import transforms as T
+        >>> a, b = torch.nn.Parameter(torch.tensor([1.0, 7.0])), torch.nn.Parameter(torch.zeros(2))
+        >>> opt = hc.ChainOptimizer([a, b], hc.chain(T.scale_by_relative_step(), T.apply_updates()), lr=0.1)
+        >>> a.grad, b.grad = torch.ones(2), torch.ones(2)
+        >>> opt.step()
+        >>> a.data, b.data
+        (tensor([0.5000, 6.5000]), tensor([-0.0001, -0.0001]))
     """
 
     name = "scale_by_relative_step"
 
-    def __init__(self, lr: float = 1e-2, eps=(None, 1e-3)):
+    def __init__(self, lr: float | torch.Tensor = 1e-2, eps: Sequence[float | None] = (None, 1e-3)) -> None:
         self.hyperparams = {"lr": Hyper(lr, non_negative, tensor=True), "eps": _eps_hyper(eps)}
 
     def update(self, updates: list[torch.Tensor], bucket: Bucket) -> Sequence[torch.Tensor | None] | None:

@@ -14,7 +14,7 @@ import torch
 
 from ..core import Fresh, Hyper, Slot, Transform, betas_pair, non_negative
 from .foreach import div_into_, ema_sq_, ema_sq_one_
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 from ..core import Bucket
 
 __all__ = ["scale_by_nadam", "scale_by_radam", "scale_by_adamax", "nadam_mu"]
@@ -26,7 +26,7 @@ def nadam_mu(beta1: float, momentum_decay: float, step: int) -> float:
     return beta1 * (1.0 - 0.5 * (0.96 ** (step * momentum_decay)))
 
 
-def _hyperparams(betas, eps) -> dict[str, Hyper]:
+def _hyperparams(betas: Sequence[float | Callable[[int], float]], eps: float) -> dict[str, Hyper]:
     return {"betas": Hyper(tuple(betas), betas_pair), "eps": Hyper(eps, non_negative)}
 
 
@@ -41,17 +41,39 @@ class scale_by_nadam(Transform):  # noqa: N801 - optax-style transform name
     Reads ``betas``, ``eps`` (>= 0) and ``momentum_decay`` (>= 0). State: ``exp_avg``,
     ``exp_avg_sq`` and ``mu_product`` (a Python float, so reading it costs no device sync; torch
     keeps it as a float32 tensor).
+
+    Args:
+        betas: ``(b1, b2)``, the EMA weights of the first and second moments, each in [0, 1);
+            either may be a schedule ``f(t)``. The default of the ``betas`` hyperparameter.
+        eps: added to ``sqrt(v / (1 - b2^t))`` (>= 0). The default of the ``eps`` hyperparameter.
+        momentum_decay: ``d`` in ``mu_t = b1 (1 - 0.5 * 0.96^(t d))`` (>= 0): how fast the
+            momentum warms up from ``b1 / 2`` towards ``b1`` (0 holds it at ``b1 / 2``). The default
+            of the ``momentum_decay`` hyperparameter.
+
+    Examples:
+        Followed by ``-lr``, it takes torch.optim.NAdam's steps:
+
+        >>> import torch, heavyball_chain as hc
+        >>> from heavyball_chain import transforms as T
+        >>> p, q = (torch.nn.Parameter(torch.tensor([1.0, -2.0])) for _ in range(2))
+        >>> tx = hc.chain(T.scale_by_nadam(), T.scale_by_learning_rate(), T.apply_updates())
+        >>> opt, ref = hc.ChainOptimizer([p], tx, lr=0.1), torch.optim.NAdam([q], lr=0.1)
+        >>> for g in ([0.5, -3.0], [2.0, 1.0], [-1.0, 0.5]):
+        ...     p.grad, q.grad = torch.tensor(g), torch.tensor(g); opt.step(); ref.step()
+        >>> torch.allclose(p, q)
+        True
     """
 
     name = "scale_by_nadam"
 
-    def __init__(self, betas=(0.9, 0.999), eps: float = 1e-8, momentum_decay: float = 4e-3):
+    def __init__(self, betas: Sequence[float | Callable[[int], float]] = (0.9, 0.999), eps: float = 1e-8,
+                 momentum_decay: float = 4e-3) -> None:
         self.hyperparams = {**_hyperparams(betas, eps), "momentum_decay": Hyper(momentum_decay, non_negative)}
 
     def slots(self, bucket: Bucket) -> dict[str, Slot]:
         return {"exp_avg": Slot(), "exp_avg_sq": Slot(), "mu_product": Slot(float, init=lambda p: 1.0)}
 
-    def _coefficients(self, bucket, products: Sequence[Any]) -> tuple[list[Any], list[Any], list[Any]]:
+    def _coefficients(self, bucket: Bucket, products: Sequence[Any]) -> tuple[list[Any], list[Any], list[Any]]:
         """Per parameter: the new product ``P_t``, ``(1 - mu_t) / (1 - P_t)`` and ``mu_{t+1} / (1 - P_t mu_{t+1})``."""
         b1 = bucket.hp("betas")[0]
         decay, t = bucket.hp("momentum_decay"), bucket.step
@@ -118,11 +140,33 @@ class scale_by_radam(Transform):  # noqa: N801
 
     Note where eps goes: added to the *uncorrected* ``sqrt(v)``, as torch does. Reads ``betas``
     and ``eps`` (>= 0). State: ``exp_avg``, ``exp_avg_sq``.
+
+    Args:
+        betas: ``(b1, b2)``, the EMA weights of the first and second moments, each in [0, 1);
+            either may be a schedule ``f(t)``. The default of the ``betas`` hyperparameter.
+            ``b2`` also sets ``rho_t``, hence the step from which the rectified form is used.
+        eps: added to the uncorrected ``sqrt(v)`` (>= 0). The default of the ``eps``
+            hyperparameter.
+
+    Examples:
+        With ``b2 = 0.999``, ``rho_1 = 1999 - 1998 = 1 <= 5``: the first step is SGD with
+        momentum, ``u = m / (1 - b1) = g``, not normalised by v:
+
+        >>> import torch, heavyball_chain as hc
+        >>> from heavyball_chain import transforms as T
+        >>> p = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+        >>> tx = hc.chain(T.scale_by_radam(), T.scale_by_learning_rate(), T.apply_updates())
+        >>> opt = hc.ChainOptimizer([p], tx, lr=0.1)
+        >>> p.grad = torch.tensor([0.5, -3.0])
+        >>> opt.step()
+        >>> p.data
+        tensor([ 0.9500, -1.7000])
     """
 
     name = "scale_by_radam"
 
-    def __init__(self, betas=(0.9, 0.999), eps: float = 1e-8):
+    def __init__(self, betas: Sequence[float | Callable[[int], float]] = (0.9, 0.999),
+                 eps: float = 1e-8) -> None:
         self.hyperparams = _hyperparams(betas, eps)
 
     def slots(self, bucket: Bucket) -> dict[str, Slot]:
@@ -166,11 +210,32 @@ class scale_by_adamax(Transform):  # noqa: N801
 
     ``w`` needs no bias correction (a max of decayed values is not biased towards 0). Reads
     ``betas`` and ``eps`` (>= 0). State: ``exp_avg``, ``exp_inf``.
+
+    Args:
+        betas: ``(b1, b2)``, the EMA weight of m and the decay of the infinity norm w, each in
+            [0, 1); either may be a schedule ``f(t)``. The default of the ``betas`` hyperparameter.
+        eps: added to ``|g|`` inside the max (>= 0). The default of the ``eps`` hyperparameter.
+
+    Examples:
+        With ``b1 = b2 = 0.5`` and ``eps = 0``, step 1 moves by ``-lr sign(g)``. At step 2,
+        ``m = 0.25 g1 + 0.5 g2 = [1.5, 1.25]`` and ``w = max(0.5 |g1|, |g2|) = [2, 2]`` (the first
+        coordinate still divides by its decayed first gradient), so ``u = m / (0.75 w) = [1, 5/6]``:
+
+        >>> import torch, heavyball_chain as hc
+        >>> from heavyball_chain import transforms as T
+        >>> p = torch.nn.Parameter(torch.zeros(2))
+        >>> tx = hc.chain(T.scale_by_adamax(), T.scale_by_learning_rate(), T.apply_updates())
+        >>> opt = hc.ChainOptimizer([p], tx, lr=1.0, betas=(0.5, 0.5), eps=0.0)
+        >>> p.grad = torch.tensor([4.0, 1.0]); opt.step(); p.data
+        tensor([-1., -1.])
+        >>> p.grad = torch.tensor([1.0, 2.0]); opt.step(); p.data
+        tensor([-2.0000, -1.8333])
     """
 
     name = "scale_by_adamax"
 
-    def __init__(self, betas=(0.9, 0.999), eps: float = 1e-8):
+    def __init__(self, betas: Sequence[float | Callable[[int], float]] = (0.9, 0.999),
+                 eps: float = 1e-8) -> None:
         self.hyperparams = _hyperparams(betas, eps)
 
     def slots(self, bucket: Bucket) -> dict[str, Slot]:

@@ -3,7 +3,7 @@ Recognition Without Normalization", arXiv 2102.06171, sec. 4.1)."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -14,17 +14,41 @@ __all__ = ["clip_by_adaptive_norm"]
 
 
 class clip_by_adaptive_norm(Transform):  # noqa: N801 - optax-style transform name
-    """Scale each tensor's update so that ``||u|| <= clip * max(||p||, 1e-3)``:
+    """Adaptive gradient clipping (AGC, Brock et al. 2021, arXiv 2102.06171): scale each
+    tensor's update so that ``||u|| <= clip * max(||p||, 1e-3)``:
 
         u = u * min(clip * max(||p||, 1e-3) / max(||u||, eps), 1)
 
     Norms are per tensor (Frobenius), as HeavyBall does (the paper clips unit-wise, per row).
     ``gradient_clip_val <= 0`` disables it. Reads ``gradient_clip_val``.
+
+    Args:
+        gradient_clip_val: ``clip``, the largest ratio ``||u|| / max(||p||, minimum)``, a finite
+            number >= 0 (0 disables the clipping; or a schedule ``f(t)``). The default of the
+            ``gradient_clip_val`` hyperparameter.
+        minimum: the floor of ``||p||`` (1e-3 by default, as above), so zero-initialised tensors
+            can move; not a hyperparameter.
+        eps: the floor of ``||u||`` (avoids dividing by zero), default 1e-8; not a hyperparameter.
+
+    Examples:
+        ``||p|| = 5`` allows ``||u|| <= 0.5``: a gradient of norm 10 is scaled to 0.5, one of
+        norm 0.2 passes unchanged:
+
+        >>> import torch, heavyball_chain as hc
+        >>> from heavyball_chain import transforms as T
+        >>> p, q = torch.nn.Parameter(torch.tensor([3.0, 4.0])), torch.nn.Parameter(torch.tensor([3.0, 4.0]))
+        >>> tx = hc.chain(T.clip_by_adaptive_norm(), T.scale_by_learning_rate(), T.apply_updates())
+        >>> opt = hc.ChainOptimizer([p, q], tx, lr=1.0, gradient_clip_val=0.1)
+        >>> p.grad, q.grad = torch.tensor([0.0, 10.0]), torch.tensor([0.0, 0.2])
+        >>> opt.step()
+        >>> p.data, q.data
+        (tensor([3.0000, 3.5000]), tensor([3.0000, 3.8000]))
     """
 
     name = "clip_by_adaptive_norm"
 
-    def __init__(self, gradient_clip_val: float = 0.1, minimum: float = 1e-3, eps: float = 1e-8):
+    def __init__(self, gradient_clip_val: float | Callable[[int], float] = 0.1, minimum: float = 1e-3,
+                 eps: float = 1e-8):
         self.hyperparams = {"gradient_clip_val": Hyper(gradient_clip_val, non_negative)}
         self.minimum, self.eps = minimum, eps
 

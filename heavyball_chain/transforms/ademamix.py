@@ -16,13 +16,13 @@ import torch
 
 from ..core import Elements, Hyper, Slot, Transform, non_negative, non_negative_int, unit_interval
 from .foreach import div_into_, ema_sq_, ema_sq_one_
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 from ..core import Bucket
 
 __all__ = ["scale_by_ademamix", "ademamix_alpha", "ademamix_beta3"]
 
 
-def _warmup_check(v) -> str | None:
+def _warmup_check(v: Any) -> str | None:
     return None if v is None or non_negative_int(v) is None else "None (no warmup) or an integer >= 0"
 
 
@@ -79,12 +79,38 @@ class scale_by_ademamix(Transform):  # noqa: N801 - optax-style transform name
 
     Reads ``betas`` (a triple), ``alpha``, ``beta3_warmup``, ``alpha_warmup``, ``eps``. State:
     ``exp_avg`` (m1), ``exp_avg_slow`` (m2), ``exp_avg_sq`` (v), in the compute dtype.
+
+    Args:
+        betas: ``(beta1, beta2, beta3)``, the EMA weights of m1, v and m2, each in [0, 1); any
+            may be a schedule ``f(t)``. The default of the ``betas`` hyperparameter.
+        alpha: the weight of the slow EMA (>= 0; 0 is Adam). The default of the ``alpha``
+            hyperparameter.
+        beta3_warmup: ``T_beta3``, the steps over which beta3's half-life grows from beta1's
+            (None or an integer >= 0; None or 0: no warmup). The default of the
+            ``beta3_warmup`` hyperparameter.
+        alpha_warmup: ``T_alpha``, the steps of alpha's linear warmup (None or an integer >= 0;
+            None or 0: no warmup). The default of the ``alpha_warmup`` hyperparameter.
+        eps: added to the corrected ``sqrt(v)`` (>= 0). The default of the ``eps`` hyperparameter.
+
+    Examples:
+        At t = 1 Adam's part is ``sign(g)`` and the slow EMA adds ``alpha (1 - beta3) sign(g)``:
+        with ``alpha = 2`` and ``beta3 = 0.5`` the first step is ``-2 lr sign(g)``:
+
+        >>> import torch, heavyball_chain as hc
+        >>> from heavyball_chain import transforms as T
+        >>> p = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+        >>> tx = hc.chain(T.scale_by_ademamix(), T.scale_by_learning_rate(), T.apply_updates())
+        >>> opt = hc.ChainOptimizer([p], tx, lr=0.1, betas=(0.9, 0.999, 0.5), alpha=2.0)
+        >>> p.grad = torch.tensor([0.5, -3.0])
+        >>> opt.step()
+        >>> p.data
+        tensor([ 0.8000, -1.8000])
     """
 
     name = "scale_by_ademamix"
 
-    def __init__(self, betas=(0.9, 0.999, 0.9999), alpha: float = 2.0, beta3_warmup: int | None = None,
-                 alpha_warmup: int | None = None, eps: float = 1e-8):
+    def __init__(self, betas: Sequence[float | Callable[[int], float]] = (0.9, 0.999, 0.9999), alpha: float = 2.0,
+                 beta3_warmup: int | None = None, alpha_warmup: int | None = None, eps: float = 1e-8) -> None:
         self.hyperparams = {
             "betas": Hyper(tuple(betas), betas_triple),
             "alpha": Hyper(alpha, non_negative),
@@ -96,7 +122,7 @@ class scale_by_ademamix(Transform):  # noqa: N801 - optax-style transform name
     def slots(self, bucket: Bucket) -> dict[str, Slot]:
         return {"exp_avg": Slot(), "exp_avg_slow": Slot(), "exp_avg_sq": Slot()}
 
-    def _scalars(self, bucket):
+    def _scalars(self, bucket: Bucket) -> tuple[Any, ...]:
         """(1 - beta1, 1 - beta3_t, beta2, 1 - beta2, sqrt(1 - beta2^t), eps, 1 - beta1^t, alpha_t)."""
         b1, b2, b3 = bucket.hp("betas")
         t = bucket.step

@@ -19,6 +19,26 @@ def stochastic_round_(target: torch.Tensor, source: torch.Tensor, generator: tor
     bf16 keeps the top 16 bits of an fp32 number. Adding a uniform integer in [0, 2^16) to the
     fp32 bit pattern and clearing the low 16 bits rounds up with probability equal to the
     discarded fraction, so the rounding is unbiased: E[round(x)] = x.
+
+    Args:
+        target: the bf16 tensor written, shaped like ``source``.
+        source: the fp32 values to round (read as their int32 bit pattern).
+        generator: the ``torch.Generator`` on ``source``'s device the random bits come from; the
+            same generator state gives the same rounding.
+
+    Examples:
+        A quarter of a bf16 ulp above 1 rounds up a quarter of the time, so the mean survives;
+        round-to-nearest (``.bfloat16()``) loses it:
+
+        >>> import torch
+        >>> from heavyball_chain import transforms as T
+        >>> x = torch.full((10000,), 1 + 2**-9)
+        >>> y = torch.empty(10000, dtype=torch.bfloat16)
+        >>> T.stochastic_round_(y, x, torch.Generator().manual_seed(0))
+        >>> y.unique().tolist(), x.bfloat16().unique().tolist()
+        ([1.0, 1.0078125], [1.0])
+        >>> abs(y.float().mean().item() - (1 + 2**-9)) < 1e-4
+        True
     """
     noise = torch.randint(0, 1 << 16, source.shape, dtype=torch.int32, device=source.device,
                           generator=generator)
@@ -43,6 +63,31 @@ class StochasticWriter:
     step and a ``stream`` number, so a resumed run draws the same bits, a parameter added later
     never shares a seed, and two writes of one step (a schedule-free step and a following
     ``eval()``) draw different ones.
+
+    A helper for transforms that write the parameters (``stochastic_round_apply``,
+    ``schedule_free``, ``decayed_apply``): they declare ``writer.slots(bucket)`` among their
+    slots, call ``writer.init(bucket)`` in ``init`` (and ``writer.check_step(bucket)`` in
+    ``check_step`` if they are capturable) and, after updating ``bucket.params_compute()``,
+    ``writer.write(bucket, values)``.
+
+    Args:
+        seed: an integer from which each bf16 parameter's seed is derived (with its position in
+            the optimizer); the same seed, positions and steps draw the same bits. Default 0.
+
+    Examples:
+        Writing fp32 values a quarter of a bf16 ulp above 1 into a bf16 parameter keeps their
+        mean, 1 + 2^-9:
+
+        >>> import torch
+        >>> from heavyball_chain import transforms as T
+        >>> from heavyball_chain.core import Bucket
+        >>> p = torch.ones(10000, dtype=torch.bfloat16)
+        >>> bucket = Bucket(params=[p], grads=[p], states=[{}], group={}, step=1, positions=[0])
+        >>> writer = T.StochasticWriter(seed=0)
+        >>> writer.init(bucket)  # the parameter's seed, kept in its state
+        >>> writer.write(bucket, [torch.full((10000,), 1 + 2**-9)])
+        >>> p.unique().tolist(), abs(p.float().mean().item() - (1 + 2**-9)) < 1e-4
+        ([1.0, 1.0078125], True)
     """
 
     def __init__(self, seed: int = 0):
@@ -87,7 +132,22 @@ def _fuse_in_place_write(bucket: Bucket) -> tuple | None:
 
 
 class apply_updates(Transform):  # noqa: N801 - optax-style transform name
-    """``p = p + u``, computed in the compute dtype; low-precision parameters get round-to-nearest."""
+    """``p = p + u``, computed in the compute dtype; low-precision parameters get round-to-nearest.
+
+    The usual end of a chain (``stochastic_round_apply`` for bf16 parameters, where
+    round-to-nearest drops updates below half an ulp). It takes no arguments and reads no
+    hyperparameter; ``u`` already carries the sign and the learning rate.
+
+    Examples:
+        >>> import torch, heavyball_chain as hc
+        >>> from heavyball_chain import transforms as T
+        >>> p = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
+        >>> opt = hc.ChainOptimizer([p], hc.chain(T.scale(-0.5), T.apply_updates()))
+        >>> p.grad = torch.tensor([1.0, -2.0])
+        >>> opt.step()  # p + (-0.5) g
+        >>> p.data
+        tensor([0.5000, 3.0000])
+    """
 
     name = "apply_updates"
     writes_params = True
@@ -116,6 +176,28 @@ class stochastic_round_apply(Transform):  # noqa: N801
     fp32 parameters get a plain in-place add. For bf16, round-to-nearest drops every update
     smaller than half a bf16 ulp (about 0.4% of the weight); stochastic rounding keeps them in
     expectation (see :class:`StochasticWriter` for the random bits). fp16 gets round-to-nearest.
+    Stochastic rounding for low-precision training: Gupta et al. 2015, "Deep Learning with
+    Limited Numerical Precision", arXiv 1502.02551.
+
+    Args:
+        seed: an integer from which each bf16 parameter's rounding seed is derived (with its
+            position in the optimizer, kept in the state as ``seed``); not a hyperparameter.
+            Default 0.
+
+    Examples:
+        A bf16 weight of 1 and an update of a quarter ulp (2^-9): round-to-nearest would keep 1,
+        stochastic rounding moves a quarter of the weights up one ulp (2^-7), so the mean moves
+        by 2^-9:
+
+        >>> import torch, heavyball_chain as hc
+        >>> from heavyball_chain import transforms as T
+        >>> p = torch.nn.Parameter(torch.ones(10000, dtype=torch.bfloat16))
+        >>> tx = hc.chain(T.scale_by_learning_rate(), T.stochastic_round_apply(seed=0))
+        >>> opt = hc.ChainOptimizer([p], tx, lr=2**-9)
+        >>> p.grad = -torch.ones_like(p)  # u = -lr g = 2^-9
+        >>> opt.step()
+        >>> p.unique().tolist(), abs(p.float().mean().item() - (1 + 2**-9)) < 1e-4
+        ([1.0, 1.0078125], True)
     """
 
     name = "stochastic_round_apply"

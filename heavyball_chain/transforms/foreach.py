@@ -68,7 +68,7 @@ def add_product_(xs: list[torch.Tensor], a: list[torch.Tensor], b: list[torch.Te
         torch._foreach_addcmul_(xs, a, b, value=value)
 
 
-def ema_sq_(v: list[torch.Tensor], g: list[torch.Tensor], beta) -> None:
+def ema_sq_(v: list[torch.Tensor], g: list[torch.Tensor], beta: Number) -> None:
     """``v = beta v + (1 - beta) g²`` in place."""
     torch._foreach_mul_(v, beta)
     add_product_(v, g, g, 1 - beta)

@@ -6,7 +6,7 @@ import torch
 
 from ..core import Bucket, Hyper, Slot, Transform, finite, non_negative, positive, unit_interval, zeros_state
 from .apply import _MASK, _MIX, seed_for
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 __all__ = ["clip_by_global_norm", "clip_by_value", "add_noise", "trace", "scale_by_sign", "cautious"]
 
@@ -20,11 +20,28 @@ class clip_by_global_norm(Transform):  # noqa: N801 - optax-style transform name
     The norm is over one bucket: the tensors of one param group that share device and dtype (all
     of the group's in a single-dtype model; whole tensors under FSDP2). Param groups are clipped
     separately. No host sync. Reads ``max_norm``.
+
+    Args:
+        max_norm: the largest joint norm let through, a finite number > 0 (or a schedule
+            ``f(t)``). The default of the ``max_norm`` hyperparameter.
+
+    Examples:
+        Two tensors with joint gradient norm 5 (3 and 4) are both scaled by ``max_norm / 5``:
+
+        >>> import torch, heavyball_chain as hc
+        >>> from heavyball_chain import transforms as T
+        >>> a, b = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(1))
+        >>> tx = hc.chain(T.clip_by_global_norm(), T.scale_by_learning_rate(), T.apply_updates())
+        >>> opt = hc.ChainOptimizer([a, b], tx, lr=1.0, max_norm=1.0)
+        >>> a.grad, b.grad = torch.tensor([3.0, 0.0]), torch.tensor([4.0])
+        >>> opt.step()
+        >>> a.data, b.data
+        (tensor([-0.6000,  0.0000]), tensor([-0.8000]))
     """
 
     name = "clip_by_global_norm"
 
-    def __init__(self, max_norm: float = 1.0):
+    def __init__(self, max_norm: float | Callable[[int], float] = 1.0):
         self.hyperparams = {"max_norm": Hyper(max_norm, positive)}
 
     def update(self, updates: list[torch.Tensor], bucket: Bucket) -> Sequence[torch.Tensor | None] | None:
@@ -35,11 +52,27 @@ class clip_by_global_norm(Transform):  # noqa: N801 - optax-style transform name
 
 
 class clip_by_value(Transform):  # noqa: N801
-    """Clamp every component: ``u = clamp(u, -max_delta, max_delta)``. Reads ``max_delta``."""
+    """Clamp every component: ``u = clamp(u, -max_delta, max_delta)``. Reads ``max_delta``.
+
+    Args:
+        max_delta: the largest magnitude of a component, a finite number > 0 (or a schedule
+            ``f(t)``). The default of the ``max_delta`` hyperparameter.
+
+    Examples:
+        >>> import torch, heavyball_chain as hc
+        >>> from heavyball_chain import transforms as T
+        >>> p = torch.nn.Parameter(torch.zeros(2))
+        >>> tx = hc.chain(T.clip_by_value(), T.scale_by_learning_rate(), T.apply_updates())
+        >>> opt = hc.ChainOptimizer([p], tx, lr=0.1, max_delta=1.0)
+        >>> p.grad = torch.tensor([0.5, -3.0])
+        >>> opt.step()  # -0.1 * clamp(g, -1, 1)
+        >>> p.data
+        tensor([-0.0500,  0.1000])
+    """
 
     name = "clip_by_value"
 
-    def __init__(self, max_delta: float = 1.0):
+    def __init__(self, max_delta: float | Callable[[int], float] = 1.0):
         self.hyperparams = {"max_delta": Hyper(max_delta, positive)}
 
     def update(self, updates: list[torch.Tensor], bucket: Bucket) -> Sequence[torch.Tensor | None] | None:
@@ -65,11 +98,36 @@ class add_noise(Transform):  # noqa: N801
     The noise of a parameter is drawn from a generator seeded by a per-parameter seed (kept in the
     state, derived from ``seed`` and the parameter's position in the optimizer) and the step, so
     a resumed run draws the same noise. Reads ``noise_eta``, ``noise_gamma``. State: ``seed``.
+
+    Args:
+        eta: the variance of the noise at the first update, a finite number >= 0 (0: no noise;
+            or a schedule ``f(t)``). The default of the ``noise_eta`` hyperparameter.
+        gamma: the decay exponent of the variance, a finite number >= 0 (0: constant; or a
+            schedule). The default of the ``noise_gamma`` hyperparameter.
+        seed: an integer from which each parameter's noise seed is derived (with its position in
+            the optimizer); not a hyperparameter. Default 0.
+
+    Examples:
+        With zero gradients each step moves the parameters by the noise alone, whose standard
+        deviation is ``sqrt(eta / t^gamma)``: 0.1 at the first update, 0.083 at the second:
+
+        >>> import torch, heavyball_chain as hc
+        >>> from heavyball_chain import transforms as T
+        >>> p = torch.nn.Parameter(torch.zeros(10000))
+        >>> opt = hc.ChainOptimizer([p], hc.chain(T.add_noise(eta=0.01, gamma=0.55), T.apply_updates()))
+        >>> p.grad = torch.zeros_like(p)
+        >>> for t in (1, 2):
+        ...     before = p.detach().clone()
+        ...     opt.step()
+        ...     print(abs((p - before).std().item() - (0.01 / t**0.55) ** 0.5) < 2e-3)
+        True
+        True
     """
 
     name = "add_noise"
 
-    def __init__(self, eta: float = 0.01, gamma: float = 0.55, seed: int = 0):
+    def __init__(self, eta: float | Callable[[int], float] = 0.01, gamma: float | Callable[[int], float] = 0.55,
+                 seed: int = 0):
         self.hyperparams = {"noise_eta": Hyper(eta, non_negative), "noise_gamma": Hyper(gamma, non_negative)}
         self.seed = seed
 
@@ -94,7 +152,7 @@ class add_noise(Transform):  # noqa: N801
         return out
 
 
-def closed_unit_interval(v) -> str | None:
+def closed_unit_interval(v: Any) -> str | None:
     """A check: a number in [0, 1] (torch's ``dampening``, RMSprop's ``alpha``)."""
     return None if finite(v) is None and 0 <= v <= 1 else "a number in [0, 1]"
 
@@ -112,11 +170,34 @@ class trace(Transform):  # noqa: N801
     ignores ``d`` (torch's SGD and RMSprop, whose default momentum is 0, keep no buffer either).
     Reads ``momentum`` (in [0, 1)) and ``dampening`` (in [0, 1], default 0). State:
     ``momentum_buffer``, created lazily.
+
+    Args:
+        momentum: the weight of the buffer, in [0, 1) (0: the identity; or a schedule ``f(t)``).
+            The default of the ``momentum`` hyperparameter.
+        nesterov: ``True`` for Nesterov's form ``u = u_t + momentum * m_t`` (a bool); not a
+            hyperparameter. Default ``False``, heavy ball.
+        dampening: ``d`` in [0, 1], the weight ``1 - d`` of each new update in the buffer (not
+            of the first). The default of the ``dampening`` hyperparameter.
+
+    Examples:
+        Two unit gradients: ``m_1 = 1``, ``m_2 = 0.9 + 1 = 1.9``, so p moves by -(1 + 1.9):
+
+        >>> import torch, heavyball_chain as hc
+        >>> from heavyball_chain import transforms as T
+        >>> p = torch.nn.Parameter(torch.zeros(1))
+        >>> tx = hc.chain(T.trace(0.9), T.scale_by_learning_rate(), T.apply_updates())
+        >>> opt = hc.ChainOptimizer([p], tx, lr=1.0)
+        >>> for _ in range(2):
+        ...     p.grad = torch.ones(1)
+        ...     opt.step()
+        >>> p.data
+        tensor([-2.9000])
     """
 
     name = "trace"
 
-    def __init__(self, momentum: float = 0.9, nesterov: bool = False, dampening: float = 0.0):
+    def __init__(self, momentum: float | Callable[[int], float] = 0.9, nesterov: bool = False,
+                 dampening: float | Callable[[int], float] = 0.0):
         if not isinstance(nesterov, bool):
             raise TypeError(f"nesterov: expected True or False, got {nesterov!r}")
         self.hyperparams = {"momentum": Hyper(momentum, unit_interval),
@@ -126,7 +207,7 @@ class trace(Transform):  # noqa: N801
     def slots(self, bucket: Bucket) -> dict[str, Slot]:
         return {"momentum_buffer": Slot(init=None)}  # created at the first step with momentum != 0
 
-    def state_bytes(self, p, group):
+    def state_bytes(self, p: torch.Tensor, group: dict) -> int:
         momentum = group.get("momentum", self.hyperparams["momentum"].default)
         if isinstance(momentum, (int, float)) and momentum == 0:
             return 0  # no buffer while momentum is 0
@@ -181,7 +262,23 @@ class trace(Transform):  # noqa: N801
 
 class scale_by_sign(Transform):  # noqa: N801
     """``u = sign(u)`` (signSGD, Bernstein et al. 2018, arXiv 1802.04434; with ``trace`` before it,
-    signum)."""
+    signum).
+
+    It takes no arguments and reads no hyperparameter; ``sign(0) = 0``.
+
+    Examples:
+        Every weight moves by lr against the sign of its gradient, whatever its size:
+
+        >>> import torch, heavyball_chain as hc
+        >>> from heavyball_chain import transforms as T
+        >>> p = torch.nn.Parameter(torch.ones(3))
+        >>> tx = hc.chain(T.scale_by_sign(), T.scale_by_learning_rate(), T.apply_updates())
+        >>> opt = hc.ChainOptimizer([p], tx, lr=0.1)
+        >>> p.grad = torch.tensor([0.3, -2.0, 0.0])
+        >>> opt.step()
+        >>> p.data
+        tensor([0.9000, 1.1000, 1.0000])
+    """
 
     name = "scale_by_sign"
 
@@ -203,7 +300,24 @@ class cautious(Transform):  # noqa: N801
         phi = 1[u * g > 0];   u = u * phi * numel(u) / (sum(phi) + 1)
 
     Place it where ``u`` still points along the gradient, i.e. before ``scale_by_learning_rate``
-    (which negates). ``g`` is the parameter's gradient of this step.
+    (which negates). ``g`` is the parameter's gradient of this step. It takes no arguments and
+    reads no hyperparameter.
+
+    Examples:
+        After momentum, step 1: ``m = g`` agrees everywhere, ``u = g * 3/4``; step 2:
+        ``m = 0.5 * 1 + g = [1.5, 0.25, 0.25]`` disagrees with ``g`` in the last two components,
+        which are dropped, and the first is scaled by 3/2:
+
+        >>> import torch, heavyball_chain as hc
+        >>> from heavyball_chain import transforms as T
+        >>> p = torch.nn.Parameter(torch.zeros(3))
+        >>> tx = hc.chain(T.trace(0.5), T.cautious(), T.scale_by_learning_rate(), T.apply_updates())
+        >>> opt = hc.ChainOptimizer([p], tx, lr=1.0)
+        >>> for g in ([1.0, 1.0, 1.0], [1.0, -0.25, -0.25]):
+        ...     p.grad = torch.tensor(g)
+        ...     opt.step()
+        >>> p.data  # -0.75 - 1.5 * 3/2 = -3; the others -0.75, then no move
+        tensor([-3.0000, -0.7500, -0.7500])
     """
 
     name = "cautious"

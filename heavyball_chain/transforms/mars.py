@@ -14,7 +14,7 @@ backward pass), and feeds ``c_t`` to an adaptive method; MARS-AdamW runs AdamW o
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -38,6 +38,28 @@ class mars_correction(Transform):  # noqa: N801 - optax-style transform name
 
     Reads ``gamma`` and ``betas`` (only beta1, the momentum the correction is scaled for). State:
     ``last_grad`` (the previous step's input, in the compute dtype).
+
+    Args:
+        gamma: the weight of the correction (>= 0; 0 leaves only the clipping). The default of
+            the ``gamma`` hyperparameter.
+        betas: ``(beta1, beta2)``, each in [0, 1) (either may be a schedule ``f(t)``); only
+            beta1 is read here, shared with the Adam step that follows. The default of the
+            ``betas`` hyperparameter.
+
+    Examples:
+        With ``gamma = 1`` and ``beta1 = 0.5``, ``c = 2 g - g_prev``: step 1 gives ``2 g1``
+        (norm < 1, unclipped); step 2 gives ``2 g2 - g1 = [3, 4]``, of norm 5, clipped to
+        ``[0.6, 0.8]``:
+
+        >>> import torch, heavyball_chain as hc
+        >>> from heavyball_chain import transforms as T
+        >>> p = torch.nn.Parameter(torch.zeros(2))
+        >>> tx = hc.chain(T.mars_correction(), T.scale_by_learning_rate(), T.apply_updates())
+        >>> opt = hc.ChainOptimizer([p], tx, lr=1.0, gamma=1.0, betas=(0.5, 0.99))
+        >>> p.grad = torch.tensor([0.1, -0.2]); opt.step(); p.data
+        tensor([-0.2000,  0.4000])
+        >>> p.grad = torch.tensor([1.55, 1.9]); opt.step(); p.data
+        tensor([-0.8000, -0.4000])
     """
 
     name = "mars_correction"
@@ -45,7 +67,7 @@ class mars_correction(Transform):  # noqa: N801 - optax-style transform name
     # dimension than the parameter: refused rather than routed differently from the official code
     supports_complex = False
 
-    def __init__(self, gamma: float = 0.025, betas=(0.95, 0.99)):
+    def __init__(self, gamma: float = 0.025, betas: Sequence[float | Callable[[int], float]] = (0.95, 0.99)) -> None:
         self.hyperparams = {"gamma": Hyper(gamma, non_negative), "betas": Hyper(tuple(betas), betas_pair)}
 
     def slots(self, bucket: Bucket) -> dict[str, Slot]:

@@ -24,7 +24,7 @@ import torch
 from ..core import Borrowed, Fresh, Hyper, Slot, Transform, betas_pair, boolean, non_negative, positive
 from .foreach import div_into_, ema_sq_, ema_sq_one_, is_one, lerp_, sqrt
 from .schedules import step_power
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, overload
 from ..core import Bucket
 
 __all__ = ["Convention", "beta_debias", "scale_by_adam", "scale_by_laprop", "scale_by_adopt", "scale_by_rms"]
@@ -34,9 +34,36 @@ DIVIDE_ROOT = "divide_root"  # scale_by_rms only: sqrt(v / (1 - b2^t)), schedule
 EPS_MODES = ("max", "add")
 
 
-def beta_debias(beta: float, step):
+@overload
+def beta_debias(beta: float, step: int) -> float: ...
+@overload
+def beta_debias(beta: float, step: torch.Tensor) -> torch.Tensor: ...
+
+
+def beta_debias(beta: float, step: int | torch.Tensor) -> float | torch.Tensor:
     """``b̂(b, t) = 1 - (1 - b) / (1 - b^t)``: the EMA weight that makes an EMA bias-free (a 0-d
-    tensor at a tensor step)."""
+    tensor at a tensor step).
+
+    An EMA ``m_t = b̂(b, t) m_{t-1} + (1 - b̂(b, t)) g_t`` equals the raw EMA of weight ``b``
+    divided by Adam's bias correction ``1 - b^t`` (Kingma & Ba 2015, arXiv 1412.6980, sec. 3),
+    at every step; this is HeavyBall's "inplace EMA" form of that correction.
+
+    Args:
+        beta: the EMA weight ``b``, in [0, 1).
+        step: the step ``t`` (>= 1; ``b̂(b, 1) = 0``): an int, or a 0-d tensor (a capturable
+            optimizer's device step counter), for which the result is a 0-d tensor.
+
+    Examples:
+        The first step copies the gradient; the second gives Adam's bias-corrected mean:
+
+        >>> from heavyball_chain import transforms as T
+        >>> T.beta_debias(0.9, 1)
+        0.0
+        >>> w = T.beta_debias(0.9, 2)
+        >>> m = w * 1.0 + (1 - w) * 3.0  # g_1 = 1, then g_2 = 3
+        >>> abs(m - (0.9 * 0.1 * 1.0 + 0.1 * 3.0) / (1 - 0.9**2)) < 1e-12  # raw EMA / (1 - b^2)
+        True
+    """
     return 1 - (1 - beta) / (1 - beta**step)
 
 
@@ -56,14 +83,14 @@ class Convention:
     name: str  # the Transform's (Convention is mixed into transforms)
     hyperparams: dict[str, Hyper]
 
-    def _convention(self, debias: str, eps_mode: str, allowed=DEBIAS) -> None:
+    def _convention(self, debias: str, eps_mode: str, allowed: Sequence[str] = DEBIAS) -> None:
         if debias not in allowed:
             raise ValueError(f"debias: expected one of {', '.join(map(repr, allowed))}, got {debias!r}")
         if eps_mode not in EPS_MODES:
             raise ValueError(f"eps_mode: expected one of {', '.join(map(repr, EPS_MODES))}, got {eps_mode!r}")
         self.debias, self.eps_mode = debias, eps_mode
 
-    def _eps_hyper(self, eps) -> Hyper:
+    def _eps_hyper(self, eps: float) -> Hyper:
         """eps divides nothing by itself when added, so 0 is allowed there (as torch.optim does)."""
         return Hyper(eps, non_negative if self.eps_mode == "add" else positive)
 
@@ -97,7 +124,8 @@ class Convention:
             torch._foreach_mul_(denom, c1)
         return denom
 
-    def denominator_one(self, v: torch.Tensor, eps, c2=None, c1=None) -> torch.Tensor:
+    def denominator_one(self, v: torch.Tensor, eps: torch.Tensor, c2: torch.Tensor | None = None,
+                        c1: torch.Tensor | None = None) -> torch.Tensor:
         """:meth:`denominator` on one tensor for the compiled path (``c1``, ``c2`` given as 0-d
         tensors only when ``debias`` divides)."""
         if c2 is None:
@@ -141,7 +169,7 @@ class scale_by_adam(Convention, Transform):  # noqa: N801 - optax-style transfor
         eps_mode: ``"max"`` or ``"add"``: where eps goes.
         amsgrad: divide by the running maximum of v.
 
-    Example:
+    Examples:
         Adam's first step moves every weight by lr against the sign of its gradient:
 
         >>> import torch, heavyball_chain as hc
@@ -158,8 +186,8 @@ class scale_by_adam(Convention, Transform):  # noqa: N801 - optax-style transfor
     name = "scale_by_adam"
     capturable = True
 
-    def __init__(self, betas=(0.9, 0.99), eps: float = 1e-8, *, debias: str = "beta", eps_mode: str = "max",
-                 amsgrad: bool = False):
+    def __init__(self, betas: Sequence[float | Callable[[int], float]] = (0.9, 0.99), eps: float = 1e-8, *,
+                 debias: str = "beta", eps_mode: str = "max", amsgrad: bool = False) -> None:
         self._convention(debias, eps_mode)
         if boolean(amsgrad) is not None:
             raise TypeError(f"amsgrad: expected True or False, got {amsgrad!r}")
@@ -214,12 +242,37 @@ class scale_by_laprop(Convention, Transform):  # noqa: N801
 
     (``debias="divide"``: raw EMAs, ``g / (sqrt(v) / sqrt(1 - b2^t) ⊕ eps)`` and
     ``u = m / (1 - b1^t)``.) Reads ``betas`` and ``eps``. State: ``exp_avg``, ``exp_avg_sq``.
+
+    Args:
+        betas: ``(b1, b2)``, the EMA weights of the first and second moments, each in [0, 1);
+            either may be a schedule ``f(t)``. The default of the ``betas`` hyperparameter.
+        eps: the floor of ``sqrt(v)`` (``eps_mode="max"``, > 0) or the term added to it
+            (``"add"``, >= 0). The default of the ``eps`` hyperparameter.
+        debias: ``"beta"``, ``"divide"`` or ``"none"``: how the EMAs' bias is corrected (module
+            docstring).
+        eps_mode: ``"max"`` or ``"add"``: where eps goes.
+
+    Examples:
+        Two steps against the equation: at t = 1, ``b̂ = 0``, so ``v = g1²`` and ``m = sign(g1)``;
+        at t = 2 the momentum averages the *normalised* gradients:
+
+        >>> import torch, heavyball_chain as hc
+        >>> from heavyball_chain import transforms as T
+        >>> p = torch.nn.Parameter(torch.zeros(2))
+        >>> tx = hc.chain(T.scale_by_laprop(), T.scale_by_learning_rate(), T.apply_updates())
+        >>> opt = hc.ChainOptimizer([p], tx, lr=1.0, betas=(0.5, 0.5))
+        >>> g1, g2 = torch.tensor([1.0, -2.0]), torch.tensor([3.0, 2.0])
+        >>> for g in (g1, g2): p.grad = g.clone(); opt.step()
+        >>> w = T.beta_debias(0.5, 2)  # 1/3, for both moments
+        >>> torch.allclose(p, -g1.sign() - (w * g1.sign() + (1 - w) * g2 / (w * g1**2 + (1 - w) * g2**2).sqrt()))
+        True
     """
 
     name = "scale_by_laprop"
     capturable = True
 
-    def __init__(self, betas=(0.9, 0.99), eps: float = 1e-8, *, debias: str = "beta", eps_mode: str = "max"):
+    def __init__(self, betas: Sequence[float | Callable[[int], float]] = (0.9, 0.99), eps: float = 1e-8, *,
+                 debias: str = "beta", eps_mode: str = "max") -> None:
         self._convention(debias, eps_mode)
         self.hyperparams = {"betas": Hyper(tuple(betas), betas_pair), "eps": self._eps_hyper(eps)}
 
@@ -269,7 +322,7 @@ class scale_by_laprop(Convention, Transform):  # noqa: N801
         return self._convention_repr()
 
 
-def _clip_value(v) -> str | None:
+def _clip_value(v: Any) -> str | None:
     ok = v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0)
     return None if ok else "None (no clipping), a number > 0 or a schedule (a function of the step)"
 
@@ -294,13 +347,41 @@ class scale_by_adopt(Convention, Transform):  # noqa: N801
     and no lr either. Without clipping (``clip=None``, HeavyBall 0.8.1's ADOPT) a coordinate whose
     first gradient is exactly 0 (an unseen embedding row, a dead ReLU) is divided by eps at its
     next non-zero gradient. Reads ``betas``, ``eps``, ``clip``. State: ``exp_avg``, ``exp_avg_sq``.
+
+    Args:
+        betas: ``(b1, b2)``, the EMA weights of the first and second moments, each in [0, 1);
+            either may be a schedule ``f(t)``. The default of the ``betas`` hyperparameter.
+        eps: the floor of ``sqrt(v)`` (``eps_mode="max"``, > 0) or the term added to it
+            (``"add"``, >= 0). The default of the ``eps`` hyperparameter.
+        clip: the bound ``c_k`` of the normalised gradient at the k-th momentum update: None (no
+            clipping), a number > 0, or a schedule of k (default ``step_power(0.25)``, ``k^0.25``).
+            The default of the ``clip`` hyperparameter.
+        delay: ``True`` for HeavyBall 0.8.1's timing (output one step late, first update at t = 3),
+            ``False`` for the paper's (first update at t = 2).
+        debias: ``"beta"`` or ``"none"`` (the paper's raw EMAs); ``"divide"`` is refused.
+        eps_mode: ``"max"`` or ``"add"``: where eps goes.
+
+    Examples:
+        With the paper's timing, step 1 only records ``v = g²``; step 2 moves by
+        ``-lr clip(g2 / |g1|, ±1)`` (``c_1 = 1^0.25``, and ``b̂1(1) = 0`` makes ``m = n``):
+
+        >>> import torch, heavyball_chain as hc
+        >>> from heavyball_chain import transforms as T
+        >>> p = torch.nn.Parameter(torch.zeros(3))
+        >>> tx = hc.chain(T.scale_by_adopt(delay=False), T.scale_by_learning_rate(), T.apply_updates())
+        >>> opt = hc.ChainOptimizer([p], tx, lr=1.0)
+        >>> p.grad = torch.tensor([2.0, 2.0, 4.0]); opt.step(); p.data
+        tensor([0., 0., 0.])
+        >>> p.grad = torch.tensor([1.0, -4.0, 2.0]); opt.step(); p.data
+        tensor([-0.5000,  1.0000, -0.5000])
     """
 
     name = "scale_by_adopt"
     capturable = True
 
-    def __init__(self, betas=(0.9, 0.99), eps: float = 1e-8, clip=step_power(0.25), *, delay: bool = True,
-                 debias: str = "beta", eps_mode: str = "max"):
+    def __init__(self, betas: Sequence[float | Callable[[int], float]] = (0.9, 0.99), eps: float = 1e-8,
+                 clip: float | Callable[[int], float] | None = step_power(0.25), *, delay: bool = True,
+                 debias: str = "beta", eps_mode: str = "max") -> None:
         self._convention(debias, eps_mode, allowed=("beta", "none"))
         if boolean(delay) is not None:
             raise TypeError(f"delay: expected True or False, got {delay!r}")
@@ -311,11 +392,11 @@ class scale_by_adopt(Convention, Transform):  # noqa: N801
     def slots(self, bucket: Bucket) -> dict[str, Slot]:
         return _MOMENTS
 
-    def _clip(self, bucket):
+    def _clip(self, bucket: Bucket) -> Any:
         """This step's clip bound (for the (t-1)-th momentum update), or None."""
         return bucket.hp("clip", step=bucket.t - 1)
 
-    def _b2(self, b2, bucket):
+    def _b2(self, b2: float, bucket: Bucket) -> float:
         return 0.0 if bucket.step == 1 else self.ema_beta(b2, bucket.t)  # beta_debias(b2, 1) is 0 too
 
     def update(self, updates: list[torch.Tensor], bucket: Bucket) -> Sequence[torch.Tensor | None] | None:
@@ -380,12 +461,37 @@ class scale_by_rms(Convention, Transform):  # noqa: N801
     The preconditioner of schedule-free AdamW (it takes no momentum; schedule_free averages);
     ``debias="divide_root", eps_mode="add"`` is schedulefree's, ``u = g / (sqrt(v / (1 - b2^t)) + eps)``
     with the raw EMA v. Reads ``betas`` (only beta2) and ``eps``. State: ``exp_avg_sq`` (fp32).
+
+    Args:
+        betas: ``(b1, b2)``, each in [0, 1) (either may be a schedule ``f(t)``); only ``b2``, the
+            EMA weight of v, is used (the pair is shared with the transforms it is chained with).
+            The default of the ``betas`` hyperparameter.
+        eps: the floor of ``sqrt(v)`` (``eps_mode="max"``, > 0) or the term added to it
+            (``"add"``, >= 0). The default of the ``eps`` hyperparameter.
+        debias: ``"beta"``, ``"divide"``, ``"none"`` or ``"divide_root"``: how v's bias is
+            corrected (module docstring).
+        eps_mode: ``"max"`` or ``"add"``: where eps goes.
+
+    Examples:
+        Step 1 has ``v = g²`` and moves by ``-lr sign(g)``; at step 2, ``b̂2(0.5, 2) = 1/3`` gives
+        ``v = (g1² + 2 g2²) / 3 = [9, 1]`` and the update ``-lr g2 / sqrt(v) = [-1/3, -1]``:
+
+        >>> import torch, heavyball_chain as hc
+        >>> from heavyball_chain import transforms as T
+        >>> p = torch.nn.Parameter(torch.zeros(2))
+        >>> tx = hc.chain(T.scale_by_rms(), T.scale_by_learning_rate(), T.apply_updates())
+        >>> opt = hc.ChainOptimizer([p], tx, lr=1.0, betas=(0.9, 0.5))
+        >>> p.grad = torch.tensor([5.0, 1.0]); opt.step(); p.data
+        tensor([-1., -1.])
+        >>> p.grad = torch.tensor([1.0, 1.0]); opt.step(); p.data
+        tensor([-1.3333, -2.0000])
     """
 
     name = "scale_by_rms"
     capturable = True
 
-    def __init__(self, betas=(0.9, 0.99), eps: float = 1e-8, *, debias: str = "beta", eps_mode: str = "max"):
+    def __init__(self, betas: Sequence[float | Callable[[int], float]] = (0.9, 0.99), eps: float = 1e-8, *,
+                 debias: str = "beta", eps_mode: str = "max") -> None:
         self._convention(debias, eps_mode, allowed=(*DEBIAS, DIVIDE_ROOT))
         self.hyperparams = {"betas": Hyper(tuple(betas), betas_pair), "eps": self._eps_hyper(eps)}
 

@@ -23,7 +23,7 @@ orthogonalisation needs the whole matrix and runs on its owner (``sharded.owner_
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -32,7 +32,6 @@ from ..core import (Elements, Fresh, Hyper, Slot, Transform, betas_pair, boolean
                     unit_interval)
 from .apply import StochasticWriter
 from .sharded import owner_computes
-from typing import Sequence
 from ..core import Bucket
 
 __all__ = ["ema_momentum", "orthogonalize_via_newton_schulz", "newton_schulz", "muon_lr_ratio", "decayed_apply",
@@ -52,7 +51,7 @@ def _host_number(value: Any) -> Any:
 
 
 class ema_momentum(Transform):  # noqa: N801 - optax-style transform name
-    """Momentum as an exponential moving average (Muon's; torch.optim.Muon):
+    """Momentum as an exponential moving average (Muon's, Jordan et al. 2024; torch.optim.Muon):
 
         B = lerp(B, u, 1 - momentum) = momentum B + (1 - momentum) u
         out = lerp(u, B, momentum)   (nesterov)   or   out = B
@@ -60,11 +59,31 @@ class ema_momentum(Transform):  # noqa: N801 - optax-style transform name
     Unlike :class:`~heavyball_chain.transforms.trace` (SGD's ``B = momentum B + u``) the buffer is
     an average: its scale does not grow by ``1 / (1 - momentum)``. Reads ``momentum`` and
     ``nesterov`` (a group value, as in torch). State: ``momentum_buffer``.
+
+    Args:
+        momentum: the EMA weight ``mu`` of the buffer, in [0, 1); may be a schedule ``f(t)``.
+            The default of the ``momentum`` hyperparameter.
+        nesterov: return ``lerp(u, B, mu)`` (True) or the buffer ``B`` itself (False). The
+            default of the ``nesterov`` hyperparameter.
+
+    Examples:
+        From ``B = 0`` the first step is ``B = (1 - mu) g`` and, with Nesterov,
+        ``lerp(g, B, mu) = (1 - mu²) g``; with ``mu = 0.5`` and ``lr = 1``, ``p = -0.75 g``:
+
+        >>> import torch, heavyball_chain as hc
+        >>> from heavyball_chain import transforms as T
+        >>> p = torch.nn.Parameter(torch.zeros(2))
+        >>> tx = hc.chain(T.ema_momentum(), T.scale_by_learning_rate(), T.apply_updates())
+        >>> opt = hc.ChainOptimizer([p], tx, lr=1.0, momentum=0.5)
+        >>> p.grad = torch.tensor([2.0, -4.0])
+        >>> opt.step()
+        >>> p.data
+        tensor([-1.5000,  3.0000])
     """
 
     name = "ema_momentum"
 
-    def __init__(self, momentum: float = 0.95, nesterov: bool = True):
+    def __init__(self, momentum: float | Callable[[int], float] = 0.95, nesterov: bool = True) -> None:
         self.hyperparams = {"momentum": Hyper(momentum, unit_interval), "nesterov": Hyper(nesterov, boolean)}
 
     def slots(self, bucket: Bucket) -> dict[str, Slot]:
@@ -90,7 +109,8 @@ class ema_momentum(Transform):  # noqa: N801 - optax-style transform name
         return torch.lerp(u, buf, s[1])
 
 
-def newton_schulz(g: torch.Tensor, coefficients=NS_COEFFICIENTS, steps: int = 5, eps: float = 1e-7) -> torch.Tensor:
+def newton_schulz(g: torch.Tensor, coefficients: Sequence[float] = NS_COEFFICIENTS, steps: int = 5,
+                  eps: float = 1e-7) -> torch.Tensor:
     """``NS_k(G)``: an approximate orthogonalisation ``U S' V^T`` of ``G = U S V^T`` (S' ≈ 1), in
     bfloat16. With ``X_0 = G / max(||G||_F, eps)`` (spectral norm <= 1) and ``(a, b, c)`` the
     coefficients, ``k`` steps of the quintic
@@ -99,7 +119,32 @@ def newton_schulz(g: torch.Tensor, coefficients=NS_COEFFICIENTS, steps: int = 5,
 
     each of which maps every singular value s to ``a s + b s³ + c s⁵``. X is kept wide (rows <=
     columns; a tall G is transposed and the result transposed back), so ``A`` is the smaller Gram
-    matrix. Returns a bfloat16 matrix of G's shape."""
+    matrix. Returns a bfloat16 matrix of G's shape. The coefficients of Jordan et al. 2024 (the
+    default) trade convergence for speed: the singular values do not converge to 1 but oscillate
+    around it, so after five steps those that were not tiny in ``X_0`` lie in about [0.7, 1.2].
+
+    Args:
+        g: the matrix ``G`` (2-D, any floating dtype; it is not modified).
+        coefficients: ``(a, b, c)``, the quintic's coefficients; default :data:`NS_COEFFICIENTS`
+            (torch.optim.Muon's).
+        steps: the number ``k`` of iterations (>= 0; 0 returns ``X_0``).
+        eps: the floor of ``||G||_F`` in the normalisation (>= 0).
+
+    Examples:
+        One step maps each singular value ``s`` of ``X_0`` to ``a s + b s³ + c s⁵`` (up to bf16
+        rounding; sorted, as the map reorders them):
+
+        >>> import torch
+        >>> from heavyball_chain.transforms import newton_schulz
+        >>> g = torch.tensor([[2.0, 1.0], [0.0, 1.0]])
+        >>> s = torch.linalg.svdvals(g) / g.norm()                    # X_0's singular values
+        >>> one = newton_schulz(g, steps=1)
+        >>> one.dtype, one.shape
+        (torch.bfloat16, torch.Size([2, 2]))
+        >>> quintic = (3.4445 * s - 4.775 * s**3 + 2.0315 * s**5).sort().values
+        >>> torch.allclose(torch.linalg.svdvals(one.float()).sort().values, quintic, atol=1e-2)
+        True
+    """
     a, b, c = coefficients
     tall = g.shape[0] > g.shape[1]
     x = g.to(torch.bfloat16, copy=True)
@@ -116,12 +161,13 @@ def _ns_steps(v: Any) -> str | None:
     return None if ok else "an integer in [0, 100)"
 
 
-def _refuse_non_matrix(bucket, who: str) -> None:
+def _refuse_non_matrix(bucket: Bucket, who: str) -> None:
     tensors = bucket.sharded if bucket.sharded is not None else bucket.params
     for i, p in enumerate(tensors):
         if p.dim() != 2:
-            named = bucket.names is not None and bucket.names[i]
-            name = repr(bucket.names[i]) if named else f"at position {bucket.positions[i]}"
+            label = bucket.names[i] if bucket.names is not None else None
+            position = bucket.positions[i] if bucket.positions is not None else i  # an optimizer's: given
+            name = repr(label) if label else f"at position {position}"
             raise ValueError(f"{who}: parameter {name} has shape {tuple(p.shape)}; Muon orthogonalises 2-D matrices "
                              f"only (give biases, norms, embeddings and other non-2-D parameters to AdamW, e.g. "
                              f"with MuonWithAdamW)")
@@ -136,12 +182,34 @@ class orthogonalize_via_newton_schulz(Transform):  # noqa: N801
     (0 to 99, as torch). Refuses parameters that are not matrices (``check_step``: before the step
     changes anything). No state. Sharded parameters: on each matrix's owner
     (``sharded.owner_computes``).
+
+    Args:
+        ns_coefficients: ``(a, b, c)``, three finite numbers: the quintic's coefficients (default
+            :data:`NS_COEFFICIENTS`). The default of the ``ns_coefficients`` hyperparameter.
+        eps: the floor of the update's Frobenius norm, >= 0. The default of the ``eps``
+            hyperparameter.
+        ns_steps: the number of iterations, an integer in [0, 100). The default of the
+            ``ns_steps`` hyperparameter.
+
+    Examples:
+        The step is :func:`newton_schulz` of the gradient (here with 2 iterations), in fp32:
+
+        >>> import torch, heavyball_chain as hc
+        >>> from heavyball_chain import transforms as T
+        >>> p = torch.nn.Parameter(torch.zeros(2, 2))
+        >>> tx = hc.chain(T.orthogonalize_via_newton_schulz(), T.scale_by_learning_rate(), T.apply_updates())
+        >>> opt = hc.ChainOptimizer([p], tx, lr=1.0, ns_steps=2)
+        >>> p.grad = torch.tensor([[2.0, 1.0], [0.0, 1.0]])
+        >>> opt.step()
+        >>> torch.equal(p.data, -T.newton_schulz(p.grad, steps=2).float())
+        True
     """
 
     name = "orthogonalize_via_newton_schulz"
     supports_complex = False
 
-    def __init__(self, ns_coefficients=NS_COEFFICIENTS, eps: float = 1e-7, ns_steps: int = 5):
+    def __init__(self, ns_coefficients: Sequence[float] = NS_COEFFICIENTS, eps: float = 1e-7,
+                 ns_steps: int = 5) -> None:
         three = Elements("a triple (a, b, c) of finite numbers", finite, finite, finite)
         self.hyperparams = {"ns_coefficients": Hyper(tuple(ns_coefficients), three),
                             "eps": Hyper(eps, non_negative), "ns_steps": Hyper(ns_steps, _ns_steps)}
@@ -154,7 +222,7 @@ class orthogonalize_via_newton_schulz(Transform):  # noqa: N801
             return owner_computes(self._update, updates, bucket, init=lambda sub: None, skips=lambda step: False)
         return self._update(updates, bucket)
 
-    def _update(self, updates, bucket):
+    def _update(self, updates: list[torch.Tensor], bucket: Bucket) -> Fresh:
         coefficients, eps, steps = bucket.hp("ns_coefficients"), bucket.hp("eps"), bucket.hp("ns_steps")
         return Fresh(newton_schulz(u, coefficients, steps, eps).to(u.dtype) for u in updates)
 
@@ -169,9 +237,25 @@ class muon_lr_ratio:  # noqa: N801 - used like a transform option
     * ``None`` or ``"original"`` (Jordan et al.): ``r = sqrt(max(1, A / B))``;
     * ``"match_rms_adamw"`` (Liu et al. 2025, arXiv 2502.16982): ``r = 0.2 sqrt(max(A, B))``,
       which gives the update the RMS of a typical AdamW update, so AdamW's lr and weight decay carry over.
+
+    Give it to :class:`decayed_apply` (``lr_ratio=muon_lr_ratio()``), which then reads the
+    ``adjust_lr_fn`` hyperparameter (default None) and calls ``ratio(shape, adjust_lr_fn)`` per
+    matrix. Takes no arguments.
+
+    Examples:
+        >>> import torch
+        >>> from heavyball_chain import transforms as T
+        >>> r = T.muon_lr_ratio()
+        >>> r(torch.Size([100, 4]), None), r(torch.Size([4, 100]), "original")    # sqrt(max(1, A / B))
+        (5.0, 1.0)
+        >>> r(torch.Size([100, 4]), "match_rms_adamw")                             # 0.2 sqrt(max(A, B))
+        2.0
     """
 
     hyperparams = {"adjust_lr_fn": Hyper(None, _adjust_lr_fn)}
+
+    def __init__(self) -> None:  # no options (and so a signature without *args, **kwargs)
+        pass
 
     def __call__(self, shape: torch.Size, adjust_lr_fn: str | None) -> float:
         a, b = shape[0], shape[1]
@@ -197,13 +281,36 @@ class decayed_apply(Transform):  # noqa: N801
     ``a`` read on the host where that is free, the CPU, as torch does) and ``weight_decay`` (and the
     ratio's ``adjust_lr_fn``). bf16 parameters are updated in fp32 and written back by stochastic
     rounding (:class:`StochasticWriter`). No compiled form: its ``a`` differs per matrix shape.
+
+    Args:
+        lr: the learning rate, >= 0: a number, a schedule ``f(t)`` or a one-element tensor. The
+            default of the ``lr`` hyperparameter.
+        weight_decay: the decoupled decay ``wd``, >= 0 (0: no decay). The default of the
+            ``weight_decay`` hyperparameter.
+        lr_ratio: None (``a = 1``: add the update as it is) or a :class:`muon_lr_ratio`
+            (``a = -lr r(shape)``; adds its ``adjust_lr_fn`` hyperparameter).
+        seed: the seed of the stochastic rounding of bf16 parameters.
+
+    Examples:
+        Muon's write: ``p = p (1 - lr wd) - lr r u``, with ``r = sqrt(max(1, A / B))`` = 2 for a
+        4 x 1 matrix and 1 for a 1 x 4 one:
+
+        >>> import torch, heavyball_chain as hc
+        >>> from heavyball_chain import transforms as T
+        >>> a, b = torch.nn.Parameter(torch.ones(4, 1)), torch.nn.Parameter(torch.ones(1, 4))
+        >>> tx = hc.chain(T.decayed_apply(lr_ratio=T.muon_lr_ratio()))
+        >>> opt = hc.ChainOptimizer([a, b], tx, lr=0.1, weight_decay=0.5)
+        >>> a.grad, b.grad = torch.ones(4, 1), torch.ones(1, 4)
+        >>> opt.step()
+        >>> a.data.flatten(), b.data.flatten()    # 1 - 0.05 - 0.1 r
+        (tensor([0.7500, 0.7500, 0.7500, 0.7500]), tensor([0.8500, 0.8500, 0.8500, 0.8500]))
     """
 
     name = "decayed_apply"
     writes_params = True
 
-    def __init__(self, lr: float = 1e-3, weight_decay: float = 0.0, *, lr_ratio: muon_lr_ratio | None = None,
-                 seed: int = 0):
+    def __init__(self, lr: float | Callable[[int], float] | torch.Tensor = 1e-3, weight_decay: float = 0.0, *,
+                 lr_ratio: muon_lr_ratio | None = None, seed: int = 0) -> None:
         self.lr_ratio = lr_ratio
         self.hyperparams = {"lr": Hyper(lr, non_negative, tensor=True),
                             "weight_decay": Hyper(weight_decay, non_negative),
@@ -254,11 +361,34 @@ class torch_adam_step(Transform):  # noqa: N801
 
     Reads ``lr`` (a number, a schedule or a one-element tensor), ``betas`` and ``eps`` (>= 0, added).
     State: ``exp_avg``, ``exp_avg_sq``.
+
+    Args:
+        lr: the learning rate, >= 0: a number, a schedule ``f(t)`` or a one-element tensor. The
+            default of the ``lr`` hyperparameter.
+        betas: ``(b1, b2)``, the EMA weights of the first and second moments, each in [0, 1);
+            either may be a schedule. The default of the ``betas`` hyperparameter.
+        eps: the term added to ``sqrt(v) / sqrt(1 - b2^t)``, >= 0. The default of the ``eps``
+            hyperparameter.
+
+    Examples:
+        With :class:`decayed_apply` it is torch.optim.AdamW (same defaults), bit for bit:
+
+        >>> import torch, heavyball_chain as hc
+        >>> from heavyball_chain import transforms as T
+        >>> p, q = torch.nn.Parameter(torch.tensor([1.0, -2.0])), torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+        >>> opt = hc.ChainOptimizer([p], hc.chain(T.torch_adam_step(), T.decayed_apply()), lr=0.1, weight_decay=0.01)
+        >>> ref = torch.optim.AdamW([q], lr=0.1, weight_decay=0.01)
+        >>> for g in ([0.5, -3.0], [1.0, 2.0], [-0.25, 0.5]):
+        ...     p.grad, q.grad = torch.tensor(g), torch.tensor(g)
+        ...     opt.step(); ref.step()
+        >>> torch.equal(p, q)
+        True
     """
 
     name = "torch_adam_step"
 
-    def __init__(self, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8):
+    def __init__(self, lr: float | Callable[[int], float] | torch.Tensor = 1e-3,
+                 betas: Sequence[float | Callable[[int], float]] = (0.9, 0.999), eps: float = 1e-8) -> None:
         self.hyperparams = {"lr": Hyper(lr, non_negative, tensor=True), "betas": Hyper(tuple(betas), betas_pair),
                             "eps": Hyper(eps, non_negative)}
 

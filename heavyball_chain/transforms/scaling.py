@@ -5,8 +5,10 @@ from __future__ import annotations
 import torch
 
 from ..core import Fresh, Hyper, write_target, Transform, non_negative, non_negative_int, positive
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 from ..core import Bucket
+
+LR = float | Callable[[int], float] | torch.Tensor  # a learning rate: a number, a schedule f(t) or a 1-element tensor
 
 __all__ = ["add_decayed_weights", "decay_after_update", "scale_by_learning_rate", "warmed_up_lr", "lr_hyperparams"]
 
@@ -23,18 +25,36 @@ class add_decayed_weights(Transform):  # noqa: N801 - optax-style transform name
     ``eta_t = lr_t / lr0`` of Loshchilov & Hutter's AdamW times ``wd``, independent of the base lr
     (lion-pytorch's ``decoupled_weight_decay=True``). ``lr0`` is a constant of the chain, not a
     hyperparameter: editing ``param_groups`` does not change it.
+
+    Args:
+        weight_decay: the decay ``wd``, >= 0 (0: the update passes unchanged). The default of
+            the ``weight_decay`` hyperparameter.
+        lr0: None (decay by ``wd``) or a number > 0 (decay by ``wd / lr0``).
+
+    Examples:
+        ``p = p (1 - lr wd) - lr g``, here with ``lr = 0.1`` and ``wd = 0.5``:
+
+        >>> import torch, heavyball_chain as hc
+        >>> from heavyball_chain import transforms as T
+        >>> p = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+        >>> tx = hc.chain(T.add_decayed_weights(), T.scale_by_learning_rate(), T.apply_updates())
+        >>> opt = hc.ChainOptimizer([p], tx, lr=0.1, weight_decay=0.5)
+        >>> p.grad = torch.tensor([0.5, -3.0])
+        >>> opt.step()
+        >>> p.data                                  # 0.95 p - 0.1 g
+        tensor([ 0.9000, -1.6000])
     """
 
     name = "add_decayed_weights"
     capturable = True
 
-    def __init__(self, weight_decay: float = 0.0, *, lr0: float | None = None):
+    def __init__(self, weight_decay: float = 0.0, *, lr0: float | None = None) -> None:
         self.hyperparams = {"weight_decay": Hyper(weight_decay, non_negative)}
         if lr0 is not None and positive(lr0) is not None:
             raise ValueError(f"lr0: expected None or {positive(lr0)}, got {lr0!r}")
         self.lr0 = lr0
 
-    def _decay(self, bucket) -> float:
+    def _decay(self, bucket: Bucket) -> float:
         wd = bucket.hp("weight_decay")
         return wd if self.lr0 is None else wd / self.lr0
 
@@ -63,12 +83,12 @@ class add_decayed_weights(Transform):  # noqa: N801 - optax-style transform name
         return "add_decayed_weights(weight_decay)" if self.lr0 is None else "add_decayed_weights(weight_decay / lr0)"
 
 
-def lr_hyperparams(lr, warmup_steps) -> dict[str, Hyper]:
+def lr_hyperparams(lr: LR, warmup_steps: int) -> dict[str, Hyper]:
     """``lr`` (a number >= 0, a schedule or a one-element tensor) and ``warmup_steps``."""
     return {"lr": Hyper(lr, non_negative, tensor=True), "warmup_steps": Hyper(warmup_steps, non_negative_int)}
 
 
-def warmed_up_lr(bucket):
+def warmed_up_lr(bucket: Bucket) -> Any:
     """``lr_t = lr * min(t / warmup_steps, 1)``; ``warmup_steps=0`` means no warmup. A tensor lr
     stays a tensor (no host synchronisation), seen as 0-d (torch.optim also takes a ``(1,)`` lr);
     at a tensor step (capturable) the warmup factor is a device tensor too."""
@@ -90,12 +110,32 @@ class scale_by_learning_rate(Transform):  # noqa: N801
     ``warmup_steps=0`` means no warmup (HeavyBall 0.8.1 divides by zero there). The sign makes
     the output an update to *add* to the parameters, as in optax. Reads ``lr`` (a number, a
     schedule, or a one-element tensor that the caller may change in place) and ``warmup_steps``.
+
+    Args:
+        lr: the learning rate, >= 0: a number, a schedule ``f(t)`` or a one-element tensor. The
+            default of the ``lr`` hyperparameter.
+        warmup_steps: the length of the linear warmup, an integer >= 0 (0: none). The default
+            of the ``warmup_steps`` hyperparameter.
+
+    Examples:
+        With ``warmup_steps=2`` the first step uses ``lr / 2``, the later ones ``lr``:
+
+        >>> import torch, heavyball_chain as hc
+        >>> from heavyball_chain import transforms as T
+        >>> p = torch.nn.Parameter(torch.tensor([1.0]))
+        >>> tx = hc.chain(T.scale_by_learning_rate(), T.apply_updates())
+        >>> opt = hc.ChainOptimizer([p], tx, lr=0.1, warmup_steps=2)
+        >>> for _ in range(3):
+        ...     p.grad = torch.ones(1); opt.step(); print(p.data)
+        tensor([0.9500])
+        tensor([0.8500])
+        tensor([0.7500])
     """
 
     name = "scale_by_learning_rate"
     capturable = True
 
-    def __init__(self, lr: float = 1e-3, warmup_steps: int = 0):
+    def __init__(self, lr: LR = 1e-3, warmup_steps: int = 0) -> None:
         self.hyperparams = lr_hyperparams(lr, warmup_steps)
 
     def update(self, updates: list[torch.Tensor], bucket: Bucket) -> Sequence[torch.Tensor | None] | None:
@@ -129,16 +169,37 @@ class decay_after_update(Transform):  # noqa: N801 - optax-style transform name
     update, ``p (1 - lr wd) + u_in``; the two differ by ``lr wd u_in``, a second-order term.
     ``lr`` is the group's (no warmup), as the reference's decay uses. Reads ``lr`` and
     ``weight_decay``.
+
+    Args:
+        lr: the learning rate of the decay, >= 0: a number, a schedule ``f(t)`` or a one-element
+            tensor. The default of the ``lr`` hyperparameter (shared with
+            ``scale_by_learning_rate``).
+        weight_decay: the decay ``wd``, >= 0 (0: the update passes unchanged). The default of
+            the ``weight_decay`` hyperparameter.
+
+    Examples:
+        ``p = (p - lr g) (1 - lr wd)``, here with ``lr = 0.1`` and ``wd = 0.5``
+        (``add_decayed_weights`` gives ``[0.9, -1.6]``):
+
+        >>> import torch, heavyball_chain as hc
+        >>> from heavyball_chain import transforms as T
+        >>> p = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+        >>> tx = hc.chain(T.scale_by_learning_rate(), T.decay_after_update(), T.apply_updates())
+        >>> opt = hc.ChainOptimizer([p], tx, lr=0.1, weight_decay=0.5)
+        >>> p.grad = torch.tensor([0.5, -3.0])
+        >>> opt.step()
+        >>> p.data                                  # 0.95 [0.95, -1.7]
+        tensor([ 0.9025, -1.6150])
     """
 
     name = "decay_after_update"
     capturable = True
 
-    def __init__(self, lr: float = 1e-3, weight_decay: float = 0.0):
+    def __init__(self, lr: LR = 1e-3, weight_decay: float = 0.0) -> None:
         self.hyperparams = {"lr": Hyper(lr, non_negative, tensor=True),
                             "weight_decay": Hyper(weight_decay, non_negative)}
 
-    def _factor(self, bucket):
+    def _factor(self, bucket: Bucket) -> Any:
         lr = bucket.hp("lr")
         wd = bucket.hp("weight_decay")
         if isinstance(lr, torch.Tensor):  # stays on the device (no synchronisation); 0-d for the foreach ops

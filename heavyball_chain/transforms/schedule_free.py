@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -10,14 +10,13 @@ from ..core import Bucket, Hyper, Slot, Transform, betas_pair, copy_state, finit
 from .foreach import add_scaled_, lerp_
 from .apply import StochasticWriter
 from .scaling import lr_hyperparams, warmed_up_lr
-from typing import Sequence
 
 __all__ = ["schedule_free"]
 
 _WEIGHT_LR = ("current", "max")
 
 
-def _record(bucket: Bucket, name: str, value) -> None:
+def _record(bucket: Bucket, name: str, value: Any) -> None:
     """Set the per-bucket number ``name`` (kept in every parameter's state) to ``value``; in a
     capturable optimizer, once it is a tensor, by copying into it (a replayed graph reads and
     writes the same memory)."""
@@ -30,7 +29,8 @@ def _record(bucket: Bucket, name: str, value) -> None:
 
 
 class schedule_free(Transform):  # noqa: N801 - optax-style transform name
-    """Schedule-Free: replace the lr schedule by interpolation and averaging.
+    """Schedule-Free (Defazio et al. 2024, arXiv 2405.15682): replace the lr schedule by
+    interpolation and averaging.
 
     Three sequences: z (the SGD-like iterate), x (the weighted average of z, evaluated at
     test time) and y = (1 - b1) z + b1 x (where the gradient is taken; the parameters hold y
@@ -49,14 +49,46 @@ class schedule_free(Transform):  # noqa: N801 - optax-style transform name
     State per parameter: ``z`` (compute dtype: fp32, fp64 for fp64 parameters), ``weight_sum``
     (a float; a 0-d tensor when ``lr`` is a tensor), ``train_mode`` and, with ``weight_lr="max"``,
     ``lr_max`` (like ``weight_sum``); bf16 parameters are written by stochastic rounding.
+
+    Args:
+        lr: the learning rate, >= 0: a number, a schedule ``f(t)`` or a one-element tensor. The
+            default of the ``lr`` hyperparameter.
+        betas: ``(b1, b2)``, each in [0, 1); this transform reads b1, the interpolation weight of
+            y (0: y = z, plain SGD on the update). The default of the ``betas`` hyperparameter
+            (whose b2 a preconditioner before it, such as ``scale_by_rms``, reads).
+        warmup_steps: the length of the lr's linear warmup, an integer >= 0 (0: none). The
+            default of the ``warmup_steps`` hyperparameter.
+        r: the power of ``t`` in the weights ``w_t``, a finite number (0: no step weighting).
+            The default of the ``r`` hyperparameter.
+        weight_lr_power: the power of the lr in the weights ``w_t``, >= 0. The default of the
+            ``weight_lr_power`` hyperparameter.
+        seed: the seed of the stochastic rounding of bf16 parameters.
+        weight_lr: ``"current"`` or ``"max"``: which lr weighs ``w_t`` (a constructor option,
+            not a hyperparameter).
+
+    Examples:
+        With a constant lr the weights are equal, ``c_t = 1 / t``, and ``x`` is the mean of the
+        z's; here ``z_t = 1 - 0.1 t`` and ``y = 0.1 z + 0.9 x``:
+
+        >>> import torch, heavyball_chain as hc
+        >>> from heavyball_chain import transforms as T
+        >>> p = torch.nn.Parameter(torch.tensor([1.0]))
+        >>> opt = hc.ChainOptimizer([p], hc.chain(T.schedule_free()), lr=0.1, betas=(0.9, 0.99))
+        >>> for _ in range(2):
+        ...     p.grad = torch.ones(1); opt.step()
+        >>> p.data                       # y = 0.1 * 0.8 + 0.9 * (0.9 + 0.8) / 2
+        tensor([0.8450])
+        >>> _ = opt.eval(); p.data       # x
+        tensor([0.8500])
     """
 
     name = "schedule_free"
     writes_params = True
     capturable = True
 
-    def __init__(self, lr=0.0025, betas=(0.9, 0.99), warmup_steps: int = 0, r: float = 0.0,
-                 weight_lr_power: float = 2.0, seed: int = 0, weight_lr: str = "current"):
+    def __init__(self, lr: float | Callable[[int], float] | torch.Tensor = 0.0025,
+                 betas: Sequence[float | Callable[[int], float]] = (0.9, 0.99), warmup_steps: int = 0,
+                 r: float = 0.0, weight_lr_power: float = 2.0, seed: int = 0, weight_lr: str = "current") -> None:
         if weight_lr not in _WEIGHT_LR:
             raise ValueError(f"weight_lr: expected 'current' or 'max', got {weight_lr!r}")
         self.weight_lr = weight_lr
@@ -86,7 +118,7 @@ class schedule_free(Transform):  # noqa: N801 - optax-style transform name
         if not all(s.get(key, True) for s in bucket.states):
             raise RuntimeError("step() called in eval mode: call optimizer.train() before training")
 
-    def _coefficients(self, bucket: Bucket):
+    def _coefficients(self, bucket: Bucket) -> tuple[Any, Any, Any]:
         """This step's ``(c_t, lr_t (b1 (1 - c_t) - 1), -lr_t)``; records the new weight sum. With a
         tensor lr they are 0-d fp64 tensors (no host synchronisation; fp64, so they round as the
         Python floats of a float lr do)."""
@@ -106,7 +138,7 @@ class schedule_free(Transform):  # noqa: N801 - optax-style transform name
         return c, lr * (b1 * (1 - c) - 1), -lr
 
     @staticmethod
-    def _lr_max(bucket: Bucket, lr):
+    def _lr_max(bucket: Bucket, lr: Any) -> Any:
         """``max(lr_max, lr_t)``, recorded; a 0-d fp64 tensor once either is a tensor (no sync)."""
         previous = bucket.states[0][bucket.key("lr_max")]
         lr_max: Any

@@ -73,7 +73,7 @@ state and computes its update (``sharded.owner_computes``; docs/distributed.md).
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -158,7 +158,7 @@ def _layout(p: torch.Tensor, group: dict, merge: str = "trailing") -> tuple:
     return shape, tuple(d <= max_dim for d in shape), perm
 
 
-def _moment_shape(p: torch.Tensor, perm) -> tuple[int, ...] | None:
+def _moment_shape(p: torch.Tensor, perm: tuple[int, ...] | None) -> tuple[int, ...] | None:
     """The moments' shape: the parameter's (``None``), or its channels-first permutation."""
     return None if perm is None else tuple(p.shape[k] for k in perm)
 
@@ -220,7 +220,8 @@ def _refresh_(gg: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return torch.stack(orders)
 
 
-def _stack(updates: list[torch.Tensor], idx: list[int], shape, perm=None) -> torch.Tensor:
+def _stack(updates: list[torch.Tensor], idx: list[int], shape: tuple[int, ...],
+           perm: tuple[int, ...] | None = None) -> torch.Tensor:
     """The gradients ``idx`` as one ``[B, *shape]`` tensor, each multiplied by the power of two
     ``s <= 1`` that brings ``‖s g‖²`` under ``L`` (the module docstring's range; ``s = 1``, an exact
     no-op, for every ordinary gradient). Computed on the device, with no synchronisation: where the
@@ -280,7 +281,8 @@ _OPTIONS = {"init": ("outer", "ema"), "eps_mode": ("max", "add"), "bias_correcti
 
 
 class soap_precondition(Transform):  # noqa: N801 - optax-style transform name
-    """SOAP preconditioning (see the module docstring for the equations).
+    """SOAP preconditioning (Vyas et al. 2024, arXiv 2409.11321; see the module docstring for the
+    equations).
 
     Reads ``betas`` (b1, b2; either may be a schedule such as ``palm_beta2()``), ``eps``,
     ``shampoo_beta`` (None: the factors follow b̂2, as HeavyBall 0.8.1 does), ``max_precond_dim``,
@@ -298,17 +300,72 @@ class soap_precondition(Transform):  # noqa: N801 - optax-style transform name
     SOAP reference's (``init="ema", eps_mode="add", bias_correction="step_size", merge="leading"``);
     the module docstring lists what each changes. They shape the transform, so they are
     constructor arguments, not param-group values.
+
+    Args:
+        refresh: when to refresh the eigenbasis: a schedule giving a bool at SOAP's step t,
+            :class:`every` (the default, ``every()``: every ``precondition_frequency`` steps) or
+            :class:`precond_schedule`; the hyperparameters it declares join the chain's.
+        betas: ``(b1, b2)``, the EMA weights of the moments, each in [0, 1); either may be a
+            schedule. The default of the ``betas`` hyperparameter.
+        eps: the floor of ``sqrt(v)`` (``eps_mode="max"``) or the term added to it (``"add"``),
+            > 0 in both. The default of the ``eps`` hyperparameter.
+        shampoo_beta: the factors' EMA weight ``β_s`` in [0, 1), or None or a negative number
+            (both: follow b2, debiased as b2 is). The default of the ``shampoo_beta``
+            hyperparameter.
+        max_precond_dim: an integer >= 1: dimensions larger than it get no factor (and merging
+            stops at it). The default of the ``max_precond_dim`` hyperparameter (fixed).
+        merge_dims: merge dimensions as ``merge`` says before factoring. The default of the
+            ``merge_dims`` hyperparameter (fixed).
+        precondition_1d: give 1-D (and 0-D) parameters of at most ``max_precond_dim`` elements a
+            factor too (False: plain Adam for them). The default of the ``precondition_1d``
+            hyperparameter (fixed).
+        normalize_grads: divide each update by its RMS. The default of the ``normalize_grads``
+            hyperparameter.
+        correct_bias: correct the moments' bias as ``bias_correction`` says (False: raw betas,
+            no step-size factor). The default of the ``correct_bias`` hyperparameter.
+        data_format: ``"channels_first"``, or with ``merge="leading"`` also ``"channels_last"``
+            (4-D weights as ``[out, kh, kw, in]``). The default of the ``data_format``
+            hyperparameter (fixed).
+        first_moment: keep ``m`` (False: precondition the gradient itself, for schedule-free
+            SOAP).
+        init: ``"outer"`` (HeavyBall) or ``"ema"`` (the reference): the factors' first value.
+        eps_mode: ``"max"`` (HeavyBall) or ``"add"`` (the reference): where eps goes.
+        bias_correction: ``"betas"`` (HeavyBall: debiased betas) or ``"step_size"`` (the
+            reference: raw betas and Adam's step-size factor).
+        merge: ``"trailing"`` (HeavyBall) or ``"leading"`` (the reference): how dimensions merge
+            (:func:`merged_shape`).
+        refresh_factors: ``"all"`` (every factor's basis at each refresh) or ``"one"`` (one
+            factor's, in turn).
+
+    Examples:
+        The first step only builds ``GG_i`` and ``Q_i`` (the eigenvectors of ``G G^T`` and
+        ``G^T G``); the next, with debiased betas, is ``u = Q_0 sign(Q_0^T G Q_1) Q_1^T``: the
+        orthogonal factor ``U V^T`` of ``G = U S V^T`` (an eps above the rounding noise of
+        ``rot(G)``'s zeros keeps them zero):
+
+        >>> import torch, heavyball_chain as hc
+        >>> from heavyball_chain import transforms as T
+        >>> p, g = torch.nn.Parameter(torch.zeros(2, 2)), torch.tensor([[2.0, 1.0], [0.0, 1.0]])
+        >>> tx = hc.chain(T.soap_precondition(), T.scale_by_learning_rate(), T.apply_updates())
+        >>> opt = hc.ChainOptimizer([p], tx, lr=1.0, eps=1e-3)
+        >>> p.grad = g; opt.step(); p.abs().sum().item()       # no update at the first step
+        0.0
+        >>> opt.step()
+        >>> U, S, Vh = torch.linalg.svd(g)
+        >>> torch.allclose(p, -U @ Vh, atol=1e-3)
+        True
     """
 
     name = "soap_precondition"
     supports_complex = False  # its factors are of real matrices; a complex one's real view is not one
 
-    def __init__(self, refresh: Schedule | None = None, betas=(0.9, 0.95), eps: float = 1e-8,
+    def __init__(self, refresh: Schedule | None = None,
+                 betas: Sequence[float | Callable[[int], float]] = (0.9, 0.95), eps: float = 1e-8,
                  shampoo_beta: float | None = None, max_precond_dim: int = 2048, merge_dims: bool = True,
                  precondition_1d: bool = False, normalize_grads: bool = False, correct_bias: bool = True,
                  data_format: str = "channels_first", first_moment: bool = True, *, init: str = "outer",
                  eps_mode: str = "max", bias_correction: str = "betas", merge: str = "trailing",
-                 refresh_factors: str = "all"):
+                 refresh_factors: str = "all") -> None:
         self.refresh = refresh if refresh is not None else every()
         self.first_moment = first_moment
         self.options = {"init": init, "eps_mode": eps_mode, "bias_correction": bias_correction, "merge": merge,
@@ -373,7 +430,7 @@ class soap_precondition(Transform):  # noqa: N801 - optax-style transform name
             return owner_computes(self._update, updates, bucket, self.init, skips=lambda step: step == 1)
         return self._update(updates, bucket)
 
-    def _update(self, updates, bucket):
+    def _update(self, updates: list[torch.Tensor], bucket: Bucket) -> Fresh | None:
         t = bucket.step - 1  # SOAP's step: the first call only initialises
         classes = self._classes(bucket)
         if t == 0:
@@ -393,7 +450,7 @@ class soap_precondition(Transform):  # noqa: N801 - optax-style transform name
                         self._store(bucket, idx, f"Q{i}", q)
             return None
 
-        def hp(name):  # every value through the bucket: schedules evaluated at SOAP's step
+        def hp(name: str) -> Any:  # every value through the bucket: schedules evaluated at SOAP's step
             return bucket.hp(name, step=t)
 
         b1, b2, shampoo = self._betas(bucket, t)
@@ -408,7 +465,8 @@ class soap_precondition(Transform):  # noqa: N801 - optax-style transform name
                 if perm is None:
                     out[j] = u[k].view(updates[j].shape)
                 else:
-                    out[j] = u[k].view(_moment_shape(updates[j], perm)).permute(_CHANNELS_LAST_BACK)
+                    moment_shape = tuple(updates[j].shape[d] for d in perm)  # _moment_shape's, not None
+                    out[j] = u[k].view(moment_shape).permute(_CHANNELS_LAST_BACK)
         if hp("normalize_grads"):
             rms = torch._foreach_norm(out)
             out = [u / (1e-30 + r / math.sqrt(max(u.numel(), 1))) for u, r in zip(out, rms)]
@@ -426,7 +484,8 @@ class soap_precondition(Transform):  # noqa: N801 - optax-style transform name
         shampoo = bucket.hp("shampoo_beta", step=t)
         return b1, b2, b2 if shampoo is None or shampoo < 0 else shampoo
 
-    def _step_class(self, bucket, idx, shape, pre, g, b1, b2, eps, shampoo, refresh) -> torch.Tensor:
+    def _step_class(self, bucket: Bucket, idx: list[int], shape: tuple[int, ...], pre: tuple[bool, ...],
+                    g: torch.Tensor, b1: float, b2: float, eps: float, shampoo: float, refresh: bool) -> torch.Tensor:
         """One step for the parameters ``idx`` of one merged shape, whose gradients are the stack ``g``
         (``[B, *shape]``); returns the updates ``[B, *shape]``. A method of its own so its temporaries
         are freed before the next class."""
@@ -474,7 +533,7 @@ class soap_precondition(Transform):  # noqa: N801 - optax-style transform name
 
     # -- helpers -------------------------------------------------------------------------
 
-    def _stacked(self, bucket: Bucket, idx: list[int], name: str, shape) -> torch.Tensor:
+    def _stacked(self, bucket: Bucket, idx: list[int], name: str, shape: tuple[int, ...] | None) -> torch.Tensor:
         """State ``name`` of parameters ``idx`` as one ``[B, *shape]`` tensor whose slices *are* the
         per-parameter state tensors (views). Built once (or after ``load_state_dict`` copied the
         state apart); every later step gets it for free, with no stacking copy."""

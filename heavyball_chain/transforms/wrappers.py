@@ -14,7 +14,7 @@ or its name and the parameter (``f(name, p)``, names come from building the opti
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 
@@ -24,7 +24,23 @@ __all__ = ["identity", "scale", "masked", "partition", "apply_if_finite", "multi
 
 
 class identity(Transform):  # noqa: N801 - optax-style transform name
-    """``u = u``: the neutral element of ``chain``."""
+    """``u = u``: the neutral element of ``chain``.
+
+    It takes no arguments and reads no hyperparameter; ``partition`` and ``masked`` use it for
+    the parameters left alone.
+
+    Examples:
+        ``chain(identity(), apply_updates())`` is ``apply_updates()``: ``p = p + g``.
+
+        >>> import torch, heavyball_chain as hc
+        >>> from heavyball_chain import transforms as T
+        >>> p = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
+        >>> opt = hc.ChainOptimizer([p], hc.chain(T.identity(), T.apply_updates()))
+        >>> p.grad = torch.tensor([0.5, -1.0])
+        >>> opt.step()
+        >>> p.data
+        tensor([1.5000, 1.0000])
+    """
 
     name = "identity"
 
@@ -40,7 +56,24 @@ class identity(Transform):  # noqa: N801 - optax-style transform name
 
 
 class scale(Transform):  # noqa: N801
-    """``u = c u`` for a constant ``c`` (use ``scale_by_learning_rate`` for a hyperparameter)."""
+    """``u = c u`` for a constant ``c`` (use ``scale_by_learning_rate`` for a hyperparameter).
+
+    Args:
+        factor: ``c``, a Python int or float (not a bool, not a tensor), fixed at construction;
+            not a hyperparameter (no param-group value, no schedule). Negative to descend.
+
+    Examples:
+        ``scale(-0.1)`` is plain SGD with a constant learning rate of 0.1:
+
+        >>> import torch, heavyball_chain as hc
+        >>> from heavyball_chain import transforms as T
+        >>> p = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
+        >>> opt = hc.ChainOptimizer([p], hc.chain(T.scale(-0.1), T.apply_updates()))
+        >>> p.grad = torch.tensor([0.5, -1.0])
+        >>> opt.step()
+        >>> p.data
+        tensor([0.9500, 2.1000])
+    """
 
     name = "scale"
     capturable = True
@@ -109,6 +142,28 @@ class partition(Transform):  # noqa: N801
     Either every branch writes the parameters (each ends with an apply) or none does. A branch
     that skips the step (returns ``None``, e.g. SOAP's initialising step) skips the rest of the
     chain for its parameters only, so ``partition`` equals separate optimizers on the subsets.
+
+    Args:
+        transforms: a non-empty mapping ``{label: transform}``; labels are non-empty strings
+            without ``"/"``, and either every transform writes the parameters or none does.
+        labeler: each parameter's label (module docstring): a callable ``f(p)`` or
+            ``f(name, p)``, or a sequence indexed by the parameter's position in the optimizer.
+            A label outside ``transforms`` raises ``ValueError`` at the first step.
+
+    Examples:
+        signSGD for the matrix, clipped SGD for the vector, in one optimizer:
+
+        >>> import torch, heavyball_chain as hc
+        >>> from heavyball_chain import transforms as T
+        >>> w, b = torch.nn.Parameter(torch.zeros(2, 2)), torch.nn.Parameter(torch.zeros(2))
+        >>> split = T.partition({"matrix": T.scale_by_sign(), "vector": T.clip_by_value()},
+        ...                     lambda p: "matrix" if p.ndim >= 2 else "vector")
+        >>> opt = hc.ChainOptimizer([w, b], hc.chain(split, T.scale_by_learning_rate(), T.apply_updates()),
+        ...                         lr=0.1, max_delta=0.5)
+        >>> w.grad, b.grad = torch.tensor([[3.0, -0.2], [3.0, -0.2]]), torch.tensor([3.0, -0.2])
+        >>> opt.step()
+        >>> w.data[0], b.data  # -0.1 sign(g); -0.1 clamp(g, -0.5, 0.5)
+        (tensor([-0.1000,  0.1000]), tensor([-0.0500,  0.0200]))
     """
 
     name = "partition"
@@ -131,10 +186,10 @@ class partition(Transform):  # noqa: N801
             merge_hyperparams(declared, t.declared(), f"partition[{label!r}]")
         self.hyperparams = declared
 
-    def declared(self):
+    def declared(self) -> dict[str, Hyper]:
         return dict(self.hyperparams)
 
-    def children(self):
+    def children(self) -> list[tuple[str, Transform]]:
         return list(self.transforms.items())
 
     def _split(self, bucket: Bucket) -> list[tuple[str, list[int]]]:
@@ -154,12 +209,12 @@ class partition(Transform):  # noqa: N801
         for label, idx in self._split(bucket):
             self.transforms[label].init(bucket.subset(idx).child(label))
 
-    def walk(self, bucket):
+    def walk(self, bucket: Bucket) -> Iterable[tuple[Transform, Bucket]]:
         yield self, bucket
         for label, idx in self._split(bucket):
             yield from self.transforms[label].walk(bucket.subset(idx).child(label))
 
-    def state_layout(self, bucket):
+    def state_layout(self, bucket: Bucket) -> dict[str, Slot]:
         out = {}
         for label, _ in self._split(bucket):  # one parameter: one label
             out.update(self.transforms[label].state_layout(bucket.child(label)))
@@ -174,7 +229,7 @@ class partition(Transform):  # noqa: N801
                     out[i] = u
         return None if all(u is None for u in out) else out
 
-    def state_bytes(self, p, group):
+    def state_bytes(self, p: torch.Tensor, group: dict) -> int:
         # the label is not known without the optimizer's view of p: count the largest branch
         return max(t.state_bytes(p, group) for t in self.transforms.values())
 
@@ -189,6 +244,26 @@ class masked(partition):  # noqa: N801
     ``masked(t, all False)`` is the identity, ``masked(t, all True)`` is ``t``. If ``t`` skips the
     step, the rest of the chain skips it for the selected parameters only. ``t`` must not write
     the parameters (put ``masked`` before the apply). State: ``t``'s, under ``masked/``.
+
+    Args:
+        t: the transform run on the selected parameters; it must not write the parameters.
+        mask: which parameters ``t`` updates (module docstring): a callable ``f(p)`` or
+            ``f(name, p)`` returning a truth value, or a sequence of truth values indexed by the
+            parameter's position in the optimizer.
+
+    Examples:
+        Weight decay on the matrix only (``u = g + wd p``, then ``-lr u``):
+
+        >>> import torch, heavyball_chain as hc
+        >>> from heavyball_chain import transforms as T
+        >>> w, b = torch.nn.Parameter(torch.ones(2, 2)), torch.nn.Parameter(torch.ones(2))
+        >>> decay = T.masked(T.add_decayed_weights(), lambda p: p.ndim >= 2)
+        >>> tx = hc.chain(decay, T.scale_by_learning_rate(), T.apply_updates())
+        >>> opt = hc.ChainOptimizer([w, b], tx, lr=0.1, weight_decay=0.5)
+        >>> w.grad, b.grad = torch.zeros(2, 2), torch.zeros(2)
+        >>> opt.step()
+        >>> w.data[0], b.data  # w: 1 - 0.1 * 0.5; b untouched
+        (tensor([0.9500, 0.9500]), tensor([1., 1.]))
     """
 
     name = "masked"
@@ -201,13 +276,13 @@ class masked(partition):  # noqa: N801
         super().__init__({"masked": t, "unmasked": identity()}, mask)
         self.inner = t
 
-    def _split(self, bucket):
+    def _split(self, bucket: Bucket) -> list[tuple[str, list[int]]]:
         selected = [bool(x) for x in _per_param(self.labeler, bucket, "masked: mask")]
         split = (("masked", [i for i, x in enumerate(selected) if x]),
                  ("unmasked", [i for i, x in enumerate(selected) if not x]))
         return [(label, idx) for label, idx in split if idx]
 
-    def state_bytes(self, p, group):
+    def state_bytes(self, p: torch.Tensor, group: dict) -> int:
         return self.inner.state_bytes(p, group)
 
     def __repr__(self) -> str:
@@ -228,31 +303,31 @@ class _Wrapper(Transform):
         self.hyperparams = t.declared()
         self.writes_params = t.writes_params
 
-    def declared(self):
+    def declared(self) -> dict[str, Hyper]:
         return dict(self.hyperparams)
 
-    def children(self):
+    def children(self) -> list[tuple[str, Transform]]:
         return [("inner", self.inner)]
 
     def _inner_steps(self, bucket: Bucket) -> list[int]:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def _views(self, bucket: Bucket):
+    def _views(self, bucket: Bucket) -> list[tuple[list[int] | None, Bucket]]:
         return bucket.child("inner").at_steps(self._inner_steps(bucket))
 
     def init(self, bucket: Bucket) -> None:
         Transform.init(self, bucket)
         self.inner.init(bucket.child("inner"))
 
-    def walk(self, bucket):
+    def walk(self, bucket: Bucket) -> Iterable[tuple[Transform, Bucket]]:
         yield self, bucket
         for _, view in self._views(bucket):
             yield from self.inner.walk(view)
 
-    def state_layout(self, bucket):
+    def state_layout(self, bucket: Bucket) -> dict[str, Slot]:
         return {**Transform.state_layout(self, bucket), **self.inner.state_layout(bucket.child("inner"))}
 
-    def state_bytes(self, p, group):
+    def state_bytes(self, p: torch.Tensor, group: dict) -> int:
         return Transform.state_bytes(self, p, group) + self.inner.state_bytes(p, group)
 
 
@@ -266,6 +341,25 @@ class apply_if_finite(_Wrapper):  # noqa: N801
     skipped steps). State: ``notfinite_count`` (consecutive skips) and ``total_notfinite``. After
     ``max_consecutive_errors`` consecutive skips the next non-finite step raises
     ``FloatingPointError`` instead of skipping silently forever.
+
+    Args:
+        t: the transform run on the finite steps, usually a chain; it may write the parameters.
+        max_consecutive_errors: an integer >= 0, the most consecutive steps skipped; the next
+            non-finite one raises (0: the first one raises). Not a hyperparameter. Default 100.
+
+    Examples:
+        The NaN step is skipped (p untouched, counted), the next one runs:
+
+        >>> import torch, heavyball_chain as hc
+        >>> from heavyball_chain import transforms as T
+        >>> p = torch.nn.Parameter(torch.ones(2))
+        >>> tx = T.apply_if_finite(hc.chain(T.scale_by_learning_rate(), T.apply_updates()))
+        >>> opt = hc.ChainOptimizer([p], tx, lr=0.5)
+        >>> for g in ([float("nan"), 1.0], [1.0, 1.0]):
+        ...     p.grad = torch.tensor(g)
+        ...     opt.step()
+        >>> p.data, opt.state[p]["total_notfinite"]
+        (tensor([0.5000, 0.5000]), 1)
     """
 
     name = "apply_if_finite"
@@ -280,7 +374,7 @@ class apply_if_finite(_Wrapper):  # noqa: N801
     def slots(self, bucket: Bucket) -> dict[str, Slot]:
         return {"notfinite_count": Slot(int, init=lambda p: 0), "total_notfinite": Slot(int, init=lambda p: 0)}
 
-    def _inner_steps(self, bucket):
+    def _inner_steps(self, bucket: Bucket) -> list[int]:
         key = bucket.key("total_notfinite")
         return [bucket.step - s.get(key, 0) for s in bucket.states]
 
@@ -312,6 +406,25 @@ class multi_steps(_Wrapper):  # noqa: N801
     Call ``optimizer.step()`` after every micro-batch. ``t`` counts its own steps (at this
     wrapper's step n, ``t`` sees step ``n // k``), so its warmup and bias correction count real
     updates. ``multi_steps(t, 1)`` is ``t``. State: ``acc`` (one buffer per parameter).
+
+    Args:
+        t: the transform run on every ``k``-th step, usually a chain; it may write the parameters.
+        k: the number of micro-batches accumulated, an integer >= 1; not a hyperparameter.
+
+    Examples:
+        Two micro-batches, gradients 1 and 3: no update, then one step with their mean, 2:
+
+        >>> import torch, heavyball_chain as hc
+        >>> from heavyball_chain import transforms as T
+        >>> p = torch.nn.Parameter(torch.ones(1))
+        >>> tx = T.multi_steps(hc.chain(T.scale_by_learning_rate(), T.apply_updates()), k=2)
+        >>> opt = hc.ChainOptimizer([p], tx, lr=0.1)
+        >>> for g in (1.0, 3.0):
+        ...     p.grad = torch.tensor([g])
+        ...     opt.step()
+        ...     print(p.data)
+        tensor([1.])
+        tensor([0.8000])
     """
 
     name = "multi_steps"
@@ -325,7 +438,7 @@ class multi_steps(_Wrapper):  # noqa: N801
     def slots(self, bucket: Bucket) -> dict[str, Slot]:
         return {"acc": Slot()} if self.k > 1 else {}
 
-    def _inner_steps(self, bucket):
+    def _inner_steps(self, bucket: Bucket) -> list[int]:
         return [bucket.step // self.k] * len(bucket.params)
 
     def update(self, updates: list[torch.Tensor], bucket: Bucket) -> Sequence[torch.Tensor | None] | None:
@@ -352,6 +465,26 @@ class renamed(Transform):  # noqa: N801
     ``weight_decay_1d``. This is how two branches of a ``partition`` get different values of one
     hyperparameter within a param group (MARS's ``betas_1d`` and ``weight_decay_1d`` for the
     parameters it updates by AdamW). ``t``'s state, step and math are unchanged.
+
+    Args:
+        t: the transform whose hyperparameters are renamed.
+        **names: ``inner=outer`` pairs: ``t`` reads its hyperparameter ``inner`` from the param
+            group's ``outer`` (a non-empty string), whose default is ``inner``'s. Each ``inner``
+            must be one ``t`` reads, and no two hyperparameters may end up under one name.
+
+    Examples:
+        ``clip_by_value`` reading its bound from the group's ``clip``:
+
+        >>> import torch, heavyball_chain as hc
+        >>> from heavyball_chain import transforms as T
+        >>> p = torch.nn.Parameter(torch.zeros(2))
+        >>> tx = hc.chain(T.renamed(T.clip_by_value(), max_delta="clip"), T.scale_by_learning_rate(),
+        ...               T.apply_updates())
+        >>> opt = hc.ChainOptimizer([p], tx, lr=1.0, clip=0.5)
+        >>> p.grad = torch.tensor([2.0, -0.1])
+        >>> opt.step()  # -clamp(g, -0.5, 0.5)
+        >>> p.data, "max_delta" in opt.param_groups[0]
+        (tensor([-0.5000,  0.1000]), False)
     """
 
     name = "renamed"
@@ -377,10 +510,10 @@ class renamed(Transform):  # noqa: N801
         self.supports_complex = t.supports_complex
         self.capturable = t.capturable
 
-    def declared(self):
+    def declared(self) -> dict[str, Hyper]:
         return dict(self.hyperparams)
 
-    def children(self):
+    def children(self) -> list[tuple[str, Transform]]:
         return [("inner", self.inner)]
 
     def _view(self, bucket: Bucket) -> Bucket:
@@ -394,14 +527,14 @@ class renamed(Transform):  # noqa: N801
     def init(self, bucket: Bucket) -> None:
         self.inner.init(self._view(bucket))
 
-    def walk(self, bucket):
+    def walk(self, bucket: Bucket) -> Iterable[tuple[Transform, Bucket]]:
         yield self, bucket
         yield from self.inner.walk(self._view(bucket))
 
-    def state_layout(self, bucket):
+    def state_layout(self, bucket: Bucket) -> dict[str, Slot]:
         return self.inner.state_layout(bucket)
 
-    def state_bytes(self, p, group):
+    def state_bytes(self, p: torch.Tensor, group: dict) -> int:
         return self.inner.state_bytes(p, group)
 
     def update(self, updates: list[torch.Tensor], bucket: Bucket) -> Sequence[torch.Tensor | None] | None:
