@@ -8,6 +8,7 @@ import math
 import os
 import sys
 import time
+from typing import NoReturn
 
 import torch
 
@@ -33,7 +34,7 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one clear line, no usage dump
+    def error(self, message: str) -> NoReturn:  # one clear line, no usage dump
         raise UsageError(message)
 
 
@@ -62,7 +63,8 @@ def _names(value: str, known: list[str], what: str, aliases: dict[str, str] | No
 def _preset_aliases() -> dict[str, str]:
     """HeavyBall's alternative spellings of preset names: alias -> canonical name."""
     canonical = {getattr(presets, n): n for n in presets.__all__}
-    return {alias: canonical[fn] for alias, fn in presets.ALIASES.items()}
+    return {name: canonical[obj] for name, obj in vars(presets).items()
+            if name not in presets.__all__ and isinstance(obj, type) and obj in canonical}
 
 
 def _check_int(value: int, what: str, low: int, high: int) -> None:
@@ -87,17 +89,17 @@ class _Progress:
     def __init__(self, total_runs: int):
         self.total, self.done, self.tty = total_runs, 0, sys.stderr.isatty()
 
-    def start(self, label: str, steps: int):
+    def start(self, label: str, steps: int) -> None:
         self.label, self.steps, self.t0 = label, steps, time.perf_counter()
 
-    def step(self, i: int):
+    def step(self, i: int) -> None:
         if self.tty and (i == self.steps or i % max(1, self.steps // 50) == 0):
             filled = int(30 * i / self.steps)
             sys.stderr.write(f"\r[{self.done + 1}/{self.total}] {self.label:45s} "
                              f"[{'#' * filled}{'.' * (30 - filled)}] {i}/{self.steps}")
             sys.stderr.flush()
 
-    def finish(self):
+    def finish(self) -> None:
         self.done += 1
         if self.tty:  # end the rewritten bar line
             sys.stderr.write("\n")
@@ -107,7 +109,7 @@ class _Progress:
         sys.stderr.flush()
 
 
-def bench(args) -> int:
+def bench(args: argparse.Namespace) -> int:
     from .report import table, write_files
     from .runner import run
 
@@ -180,7 +182,7 @@ def _state_bytes_per_element(name: str, p: torch.nn.Parameter) -> str:
     return f"{opt.transform.state_bytes(p, group) / p.numel():.2f}"
 
 
-def list_presets(args) -> int:
+def list_presets(args: argparse.Namespace) -> int:
     matrix = torch.nn.Parameter(torch.zeros(512, 512))
     vector = torch.nn.Parameter(torch.zeros(512))
     print(f"{'preset':34s} {'B/param 512x512':>16s} {'B/param vector':>15s}")

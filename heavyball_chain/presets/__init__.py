@@ -54,6 +54,15 @@ CAPTURABLE = [
     "ForeachADOPT", "ForeachAdamW", "ForeachLaProp", "ForeachSFAdamW", "PaLMForeachSFAdamW",
     "Adam", "AdamW", "ADOPT", "AdamWScheduleFree",
 ]
-# The named optimizers (aliases excluded: PalmForEachSoap, PrecondScheduleSFPaLMSOAP), and the helper.
-__all__ = [*HEAVYBALL, *STANDARD, "MuonWithAdamW"]
-ALIASES = {"PalmForEachSoap": PaLMForeachSOAP, "PrecondScheduleSFPaLMSOAP": PrecondScheduleSFPaLMForeachSOAP}
+# The named optimizers and the helper: HEAVYBALL, STANDARD and MuonWithAdamW, spelled out so that
+# static tools (pyflakes, mypy) see the exports (tests/test_docstrings.py checks they agree). HeavyBall
+# 0.8.1's other spellings, PalmForEachSoap and PrecondScheduleSFPaLMSOAP, are the same classes
+# (imported above for ``heavyball_chain.PalmForEachSoap``), not listed.
+__all__ = [
+    "ForeachADOPT", "ForeachAdamW", "ForeachLaProp", "ForeachSFAdamW", "ForeachSOAP",
+    "PaLMForeachSFAdamW", "PaLMForeachSOAP", "PrecondScheduleForeachSOAP",
+    "PrecondSchedulePaLMForeachSOAP", "PrecondScheduleSFPaLMForeachSOAP", "SFPaLMForeachSOAP",
+    "SGD", "Adam", "AdamW", "NAdam", "RAdam", "Adamax", "RMSprop", "Adagrad", "Adafactor", "Muon",
+    "Lion", "AdamWScheduleFree", "SOAP", "ADOPT", "AdEMAMix", "MARS",
+    "MuonWithAdamW",
+]

@@ -3,7 +3,11 @@
 
 from __future__ import annotations
 
-from ..core import named_chain
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+
+from ..core import Chain, named_chain
 from ..optimizer import ChainOptimizer
 from ..transforms.ademamix import scale_by_ademamix
 from ..transforms.apply import stochastic_round_apply
@@ -13,13 +17,13 @@ from ..transforms.scaling import add_decayed_weights, scale_by_learning_rate
 __all__ = ["AdEMAMix", "ademamix_chain"]
 
 
-def _flag(name: str, value) -> bool:
+def _flag(name: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{name}: expected True or False, got {value!r}")
     return value
 
 
-def ademamix_chain(cautious: bool = False):
+def ademamix_chain(cautious: bool = False) -> Chain:
     """``scale_by_ademamix`` [-> ``cautious``] -> decoupled weight decay -> -lr -> add to params."""
     return named_chain(
         ("moments", scale_by_ademamix()),
@@ -43,10 +47,51 @@ class AdEMAMix(ChainOptimizer):
 
     ``pytorch_optimizer.AdEMAMix`` differs in its defaults (alpha=5, coupled weight decay unless
     ``weight_decouple=True``) and uses one ``t_alpha_beta3`` for both warmups.
+
+    Args:
+        params: the parameters to optimise: an iterable of tensors or of param-group dicts, as
+            for torch.optim.
+        lr: learning rate, a number >= 0, a schedule ``f(t)`` or a one-element tensor changed in
+            place (schedulers do); it also scales the weight decay. The default of the ``lr``
+            hyperparameter.
+        betas: ``(beta1, beta2, beta3)``, each in [0, 1): the EMA decays of the fast EMA m1, of v
+            and of the slow EMA m2; an element may be a schedule ``f(t)``. The default of the
+            ``betas`` hyperparameter.
+        alpha: the weight of the slow EMA m2, >= 0. The default of the ``alpha`` hyperparameter.
+        beta3_warmup: the number of steps over which beta3 warms up from beta1 (its half-life
+            linearly), an integer >= 0, or None (no warmup). The default of the ``beta3_warmup``
+            hyperparameter.
+        alpha_warmup: the number of steps over which alpha ramps linearly from 0, an integer >= 0,
+            or None (no warmup). The default of the ``alpha_warmup`` hyperparameter.
+        eps: added to the corrected root, ``sqrt(v) / sqrt(1 - b2^t) + eps``; >= 0. The default of
+            the ``eps`` hyperparameter.
+        weight_decay: decoupled decay of the weights, ``p (1 - lr wd)``; >= 0. The default of the
+            ``weight_decay`` hyperparameter.
+        compile: run the elementwise part of the step as one ``torch.compile``d graph per 16
+            tensors.
+        cautious: the cautious mask (Liang et al. 2024) on the whole AdEMAMix direction:
+            components whose sign disagrees with the gradient are dropped, the rest rescaled. Not
+            in the official code.
+
+    Examples:
+        At the first step ``m1 / (1 - b1) = g`` and ``v / (1 - b2) = g²``, while the slow EMA is
+        ``m2 = (1 - b3) g``, uncorrected: with ``b3 = 0.9`` and ``alpha = 2`` the step is
+        ``-lr (1 + 2 * 0.1) sign(g)``:
+
+        >>> import torch, heavyball_chain as hc
+        >>> p = torch.nn.Parameter(torch.tensor([1.0, -2.0, 3.0]))
+        >>> opt = hc.AdEMAMix([p], lr=0.1, betas=(0.9, 0.999, 0.9), alpha=2.0)
+        >>> p.grad = torch.tensor([0.5, -1.0, 2.0])
+        >>> opt.step()
+        >>> p.data
+        tensor([ 0.8800, -1.8800,  2.8800])
     """
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999, 0.9999), alpha=2.0, beta3_warmup=None,
-                 alpha_warmup=None, eps=1e-8, weight_decay=0, *, compile=False, cautious=False):
+    def __init__(self, params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
+                 lr: float | torch.Tensor | Callable[[int], float] = 1e-3,
+                 betas: Sequence[float | Callable[[int], float]] = (0.9, 0.999, 0.9999), alpha: float = 2.0,
+                 beta3_warmup: int | None = None, alpha_warmup: int | None = None, eps: float = 1e-8,
+                 weight_decay: float = 0, *, compile: bool = False, cautious: bool = False) -> None:
         super().__init__(params, ademamix_chain(cautious), compile=compile, lr=lr, betas=betas, alpha=alpha,
                          beta3_warmup=beta3_warmup, alpha_warmup=alpha_warmup, eps=eps,
                          weight_decay=weight_decay)

@@ -27,6 +27,10 @@ numbers.
 
 from __future__ import annotations
 
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+
 from ..optimizer import ChainOptimizer
 from ..transforms.moments import scale_by_adopt
 from ..transforms.schedules import step_power
@@ -39,11 +43,60 @@ __all__ = ["ADOPT"]
 class ADOPT(ChainOptimizer):
     """ADOPT (Taniguchi et al. 2024, arXiv 2411.02853) with the official signature; see the module
     docstring. ``cautious=True`` (keyword-only) masks the momentum where it disagrees with the
-    gradient (Liang et al. 2024, arXiv 2411.16085), before weight decay and the lr."""
+    gradient (Liang et al. 2024, arXiv 2411.16085), before weight decay and the lr.
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.9999), eps=1e-6, clip_lambda=step_power(0.25),
-                 weight_decay=0.0, decouple=False, *, foreach=None, maximize=False, capturable=False,
-                 differentiable=False, fused=None, compile=False, cautious=False):
+    Args:
+        params: the parameters to optimise: an iterable of tensors or of param-group dicts, as
+            for torch.optim.
+        lr: learning rate, a number >= 0, a schedule ``f(t)`` or a one-element tensor changed in
+            place (schedulers do); ``p = p - lr m``. The default of the ``lr`` hyperparameter.
+        betas: ``(beta1, beta2)``, the EMA decays of m and v, each in [0, 1); an element may be a
+            schedule ``f(t)``. The default of the ``betas`` hyperparameter.
+        eps: the floor of the root, ``g / max(sqrt(v), eps)``; > 0. The default of the ``eps``
+            hyperparameter.
+        clip_lambda: the bound of the normalised gradient at the k-th momentum update: a function
+            of k (default ``step_power(0.25)``, ``k^0.25``), a number > 0, or None (no clipping).
+            The default of the ``clip`` hyperparameter.
+        weight_decay: >= 0; coupled, ``g + wd p`` (from step 1), or with ``decouple``
+            decoupled, ``p (1 - lr wd)`` (from step 2). The default of the ``weight_decay``
+            hyperparameter.
+        decouple: decay the weights decoupled (AdamW-style) instead of adding ``wd p`` to the
+            gradient. Shapes the chain (not a group value).
+        foreach: torch's kernel choice (True, False or None): accepted with any value, the numbers
+            are the same.
+        maximize: ascend: the gradient is negated first.
+        capturable: a step a CUDA graph can capture: every changing number is computed on the
+            device (docs/performance.md, "CUDA graphs").
+        differentiable: autograd through the step: not offered, ``True`` is refused.
+        fused: torch's kernel choice, as ``foreach``.
+        compile: run the elementwise part of the step as one ``torch.compile``d graph per 16
+            tensors.
+        cautious: the cautious mask (Liang et al. 2024) right after the momentum: components whose
+            sign disagrees with the gradient are dropped, the rest rescaled. Not in the official
+            code; refused with ``maximize=True``.
+
+    Examples:
+        Step 1 only sets ``v = g²``. With a constant gradient, step 2 normalises ``g`` to
+        ``g / |g| = sign(g)`` (within the clip, ``1^0.25``), so ``m = (1 - b1) sign(g)`` and
+        ``p = p0 - lr (1 - b1) sign(g)``:
+
+        >>> import torch, heavyball_chain as hc
+        >>> p = torch.nn.Parameter(torch.tensor([1.0, -2.0, 3.0]))
+        >>> opt = hc.ADOPT([p], lr=0.1)
+        >>> for _ in range(2):
+        ...     p.grad = torch.tensor([0.5, -1.0, 2.0])
+        ...     opt.step()
+        >>> p.data
+        tensor([ 0.9900, -1.9900,  2.9900])
+    """
+
+    def __init__(self, params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
+                 lr: float | torch.Tensor | Callable[[int], float] = 1e-3,
+                 betas: Sequence[float | Callable[[int], float]] = (0.9, 0.9999), eps: float = 1e-6,
+                 clip_lambda: float | Callable[[int], float] | None = step_power(0.25), weight_decay: float = 0.0,
+                 decouple: bool = False, *, foreach: bool | None = None, maximize: bool = False,
+                 capturable: bool = False, differentiable: bool = False, fused: bool | None = None,
+                 compile: bool = False, cautious: bool = False) -> None:
         flags = torch_flags("ADOPT", foreach=foreach, fused=fused, capturable=capturable,
                             differentiable=differentiable, maximize=maximize)
         if not isinstance(decouple, bool):

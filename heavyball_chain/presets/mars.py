@@ -3,7 +3,11 @@
 
 from __future__ import annotations
 
-from ..core import Hyper, has_schedule, betas_pair, named_chain, non_negative
+from typing import Any, Callable, Iterable, Sequence, cast
+
+import torch
+
+from ..core import Transform, Hyper, has_schedule, betas_pair, named_chain, non_negative
 from ..optimizer import ChainOptimizer
 from ..transforms.apply import stochastic_round_apply
 from ..transforms.gradient import cautious as cautious_mask
@@ -18,26 +22,26 @@ __all__ = ["MARS", "mars_chain"]
 _MARS_TYPES = ("mars-adamw", "mars-lion", "mars-shampoo")
 
 
-def _flag(name: str, value) -> bool:
+def _flag(name: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{name}: expected True or False, got {value!r}")
     return value
 
 
-def _is_matrix(p) -> str:
+def _is_matrix(p: torch.Tensor) -> str:
     """The official code's split: MARS for 2-D parameters, AdamW for the others. A complex
     parameter is its real view here (as everywhere in the library: a complex parameter is updated
     exactly as ``view_as_real`` of it would be), so a complex matrix, 3-D as real, takes AdamW."""
     return "mars" if p.ndim == 2 else "adamw"
 
 
-def _adam(betas, amsgrad):
+def _adam(betas: tuple[float, float], amsgrad: bool) -> scale_by_adam:
     """torch.optim.Adam's form, the official code's: ``m / ((sqrt(v) / sqrt(1 - b2^t) + eps) (1 - b1^t))``."""
     return scale_by_adam(betas, debias="divide", eps_mode="add", amsgrad=amsgrad)
 
 
 def mars_chain(amsgrad: bool = False, cautious: bool = False, optimize_1d: bool = False,
-               lr_1d_factor: float = 1.0):
+               lr_1d_factor: float = 1.0) -> Transform:
     """MARS-AdamW: ``mars_correction`` -> Adam (torch.optim's form) [-> ``cautious``] -> decoupled
     weight decay -> -lr -> add to params. Unless ``optimize_1d``, parameters that are not 2-D
     take plain AdamW instead, with the group's ``betas_1d`` and ``weight_decay_1d`` and the
@@ -87,11 +91,63 @@ class MARS(ChainOptimizer):
     parameter with ``ndim >= 2`` (conv kernels too) to MARS, adds eps to ``sqrt(v + 1e-15)``
     before the bias correction (``(sqrt(v) + eps) / sqrt(1 - b2^t)``), and copies the gradient
     where the official code keeps a reference to ``p.grad``.
+
+    Args:
+        params: the parameters to optimise: an iterable of tensors or of param-group dicts, as
+            for torch.optim.
+        lr: learning rate, a number >= 0, a schedule ``f(t)`` or a one-element tensor changed in
+            place (schedulers do); with ``optimize_1d=False`` a number > 0 or a tensor, not a
+            schedule (the other parameters' rate is ``lr * lr_1d / lr``). The default of the
+            ``lr`` hyperparameter.
+        betas: ``(beta1, beta2)``, the EMA decays of MARS's Adam, each in [0, 1); beta1 also
+            scales the correction. The default of the ``betas`` hyperparameter.
+        eps: added to the root, ``sqrt(v) / sqrt(1 - b2^t) + eps`` (both kinds of parameters);
+            >= 0. The default of the ``eps`` hyperparameter.
+        weight_decay: decoupled decay of the MARS parameters (all of them with ``optimize_1d``),
+            ``p - lr (u + wd p)``; >= 0. The default of the ``weight_decay`` hyperparameter.
+        amsgrad: divide by the running maximum of v (Reddi et al. 2018), for both kinds of
+            parameters. Shapes the chain (not a group value).
+        gamma: the scale of MARS's variance-reduction term ``gamma b1 / (1 - b1) (g_t - g_{t-1})``;
+            >= 0. The default of the ``gamma`` hyperparameter.
+        is_approx: only ``True`` (the exact form, a second backward pass per step, is refused).
+        mars_type: only ``"mars-adamw"`` (``"mars-lion"`` and ``"mars-shampoo"`` are refused).
+        optimize_1d: MARS for every parameter (False: only 2-D ones; the rest get AdamW with the
+            ``_1d`` values, which are then ignored).
+        lr_1d: the non-2-D parameters' learning rate, >= 0, applied as ``lr * lr_1d / lr_init``
+            (fixed at construction, so a scheduler scales both rates).
+        betas_1d: the non-2-D parameters' ``(beta1, beta2)``, each in [0, 1). The default of the
+            ``betas_1d`` hyperparameter.
+        weight_decay_1d: the non-2-D parameters' decoupled weight decay, >= 0. The default of the
+            ``weight_decay_1d`` hyperparameter.
+        compile: run the elementwise part of the step as one ``torch.compile``d graph per 16
+            tensors.
+        cautious: the cautious mask (Liang et al. 2024) on the Adam direction: components whose
+            sign disagrees with the gradient are dropped, the rest rescaled. Not in the official
+            code.
+
+    Examples:
+        On a matrix, MARS is torch.optim.Adam run on the corrected gradient
+        ``c = g + gamma b1 / (1 - b1) (g - g_prev)`` (``g_prev = 0`` at first), clipped to norm 1:
+
+        >>> import torch, heavyball_chain as hc
+        >>> p, q = torch.nn.Parameter(torch.zeros(2, 2)), torch.nn.Parameter(torch.zeros(2, 2))
+        >>> ours, ref = hc.MARS([p], lr=0.1), torch.optim.Adam([q], lr=0.1, betas=(0.95, 0.99))
+        >>> g_prev = torch.zeros(2, 2)
+        >>> for g in (torch.tensor([[1.0, -2.0], [3.0, 0.5]]), torch.tensor([[0.5, 1.0], [-1.0, 2.0]])):
+        ...     c = g + 0.025 * 0.95 / 0.05 * (g - g_prev)
+        ...     p.grad, q.grad, g_prev = g, c / c.norm().clamp(min=1), g
+        ...     ours.step(); ref.step()
+        >>> torch.allclose(p, q)
+        True
     """
 
-    def __init__(self, params, lr=3e-3, betas=(0.95, 0.99), eps=1e-8, weight_decay=0., amsgrad=False, gamma=0.025,
-                 is_approx=True, mars_type="mars-adamw", optimize_1d=False, lr_1d=3e-3, betas_1d=(0.9, 0.95),
-                 weight_decay_1d=0.1, *, compile=False, cautious=False):
+    def __init__(self, params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
+                 lr: float | torch.Tensor | Callable[[int], float] = 3e-3,
+                 betas: Sequence[float | Callable[[int], float]] = (0.95, 0.99), eps: float = 1e-8,
+                 weight_decay: float = 0., amsgrad: bool = False, gamma: float = 0.025,
+                 is_approx: bool = True, mars_type: str = "mars-adamw", optimize_1d: bool = False,
+                 lr_1d: float = 3e-3, betas_1d: Sequence[float | Callable[[int], float]] = (0.9, 0.95),
+                 weight_decay_1d: float = 0.1, *, compile: bool = False, cautious: bool = False) -> None:
         if mars_type not in _MARS_TYPES:
             raise ValueError(f"mars_type: expected one of {list(_MARS_TYPES)}, got {mars_type!r}")
         if mars_type != "mars-adamw":
@@ -100,7 +156,7 @@ class MARS(ChainOptimizer):
             raise ValueError("is_approx: only the approximate form (is_approx=True) is supported; the exact form "
                              "needs a second backward pass per step")
         _flag("optimize_1d", optimize_1d)
-        hyper = {}
+        hyper: dict[str, Any] = {}
         if not optimize_1d:
             Hyper(lr, non_negative, tensor=True).validate("lr", lr)
             Hyper(lr_1d, non_negative).validate("lr_1d", lr_1d)
@@ -109,7 +165,7 @@ class MARS(ChainOptimizer):
                 raise ValueError("lr: expected a number or a one-element tensor when optimize_1d=False (the "
                                  "learning rate of the other parameters is lr * lr_1d / lr), got a schedule; "
                                  "use an LR scheduler")
-            lr0 = float(lr)
+            lr0 = float(cast("float | torch.Tensor", lr))  # not a schedule: refused above
             if lr0 == 0:
                 raise ValueError("lr: expected a number > 0 when optimize_1d=False (the learning rate of the "
                                  "other parameters is lr * lr_1d / lr), got 0")

@@ -13,7 +13,7 @@ scheduler scales both, and group values can be edited as with any torch optimize
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -53,7 +53,8 @@ def is_hidden_matrix(model: torch.nn.Module) -> Callable[[str, torch.Tensor], bo
 
 
 class MuonWithAdamW(ChainOptimizer):
-    """Muon for a model's hidden matrices and AdamW for its other parameters, in one optimizer.
+    """Muon (Jordan et al. 2024) for a model's hidden matrices and AdamW (Loshchilov & Hutter 2019,
+    arXiv 1711.05101) for its other parameters, in one optimizer (Liu et al. 2025, arXiv 2502.16982).
 
     The Muon arguments are torch.optim.Muon's (defaults: those of torch's own example,
     ``Muon(lr=0.02, momentum=0.95)`` with torch's ``weight_decay=0.1``); the ``adamw_*`` ones are
@@ -66,12 +67,62 @@ class MuonWithAdamW(ChainOptimizer):
     ``ns_coefficients``, ``eps``, ``ns_steps``, ``adjust_lr_fn``), 1 is AdamW's (``lr``, ``betas``,
     ``eps``, ``weight_decay``); every group holds every name, and each branch reads its own. A group
     added later must say where it goes: ``add_param_group({"params": ..., "use_muon": True})``.
+
+    Args:
+        model: the ``torch.nn.Module`` to optimise (its modules and parameter names decide the
+            routing); parameters with ``requires_grad=False`` are left out.
+        lr: Muon's learning rate (group 0's ``lr``), a number >= 0, a schedule ``f(t)`` or a
+            one-element tensor changed in place (schedulers do); it also scales Muon's weight
+            decay.
+        weight_decay: Muon's decoupled decay of the weights, ``p (1 - lr wd)``; >= 0 (group 0's
+            ``weight_decay``).
+        momentum: the EMA decay of Muon's momentum buffer, in [0, 1). The default of the
+            ``momentum`` hyperparameter.
+        nesterov: Muon orthogonalises ``lerp(g, B, momentum)`` (True) or the buffer ``B`` (False).
+            The default of the ``nesterov`` hyperparameter.
+        ns_coefficients: ``(a, b, c)``, three finite numbers: the Newton–Schulz quintic's
+            coefficients. The default of the ``ns_coefficients`` hyperparameter.
+        eps: the floor of the Frobenius norm Muon divides by before Newton–Schulz, >= 0 (group
+            0's ``eps``).
+        ns_steps: the number of Newton–Schulz iterations, an integer in [0, 100). The default of
+            the ``ns_steps`` hyperparameter.
+        adjust_lr_fn: Muon's lr ratio for an ``A x B`` matrix: None or ``"original"``
+            ``sqrt(max(1, A/B))``, ``"match_rms_adamw"`` ``0.2 sqrt(max(A, B))``. The default of the
+            ``adjust_lr_fn`` hyperparameter.
+        adamw_lr: the AdamW group's learning rate (group 1's ``lr``), as ``lr``.
+        adamw_betas: the AdamW group's ``(beta1, beta2)``, each in [0, 1) (group 1's ``betas``).
+        adamw_eps: the AdamW group's eps, added to the root ``sqrt(v̂) + eps``; >= 0 (group 1's
+            ``eps``).
+        adamw_weight_decay: the AdamW group's decoupled decay, ``p (1 - lr wd)``; >= 0 (group
+            1's ``weight_decay``).
+        muon_filter: ``f(name, param) -> bool``, True for the parameters Muon takes (2-D only; a
+            parameter of another shape routed to Muon is refused). None: :func:`is_hidden_matrix`.
+        compile: run the elementwise part of the step as one ``torch.compile``d graph per 16
+            tensors.
+
+    Examples:
+        A ``Linear``'s weight is a hidden matrix (Muon), its bias goes to AdamW, whose first
+        step is ``-adamw_lr sign(g)``:
+
+        >>> import torch, heavyball_chain as hc
+        >>> model = torch.nn.Linear(2, 2)
+        >>> opt = hc.MuonWithAdamW(model, adamw_lr=0.1, adamw_weight_decay=0.0)
+        >>> [g["param_names"] for g in opt.param_groups]
+        [['weight'], ['bias']]
+        >>> b0 = model.bias.detach().clone()
+        >>> model(torch.ones(1, 2)).sum().backward()  # the bias's gradient is [1, 1]
+        >>> opt.step()
+        >>> torch.allclose(model.bias, b0 - 0.1)
+        True
     """
 
-    def __init__(self, model: torch.nn.Module, lr=0.02, weight_decay=0.1, momentum=0.95, nesterov=True,
-                 ns_coefficients=NS_COEFFICIENTS, eps=1e-7, ns_steps=5, adjust_lr_fn=None, *, adamw_lr=3e-4,
-                 adamw_betas=(0.9, 0.999), adamw_eps=1e-8, adamw_weight_decay=0.01,
-                 muon_filter: Callable[[str, torch.Tensor], bool] | None = None, compile=False):
+    def __init__(self, model: torch.nn.Module, lr: float | torch.Tensor | Callable[[int], float] = 0.02,
+                 weight_decay: float = 0.1, momentum: float | Callable[[int], float] = 0.95, nesterov: bool = True,
+                 ns_coefficients: Sequence[float] = NS_COEFFICIENTS, eps: float = 1e-7, ns_steps: int = 5,
+                 adjust_lr_fn: str | None = None, *, adamw_lr: float | torch.Tensor | Callable[[int], float] = 3e-4,
+                 adamw_betas: Sequence[float | Callable[[int], float]] = (0.9, 0.999), adamw_eps: float = 1e-8,
+                 adamw_weight_decay: float = 0.01,
+                 muon_filter: Callable[[str, torch.Tensor], bool] | None = None, compile: bool = False) -> None:
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"model: expected a torch.nn.Module (its parameter names decide the routing), "
                             f"got {type(model).__name__}")
@@ -106,7 +157,7 @@ class MuonWithAdamW(ChainOptimizer):
                          ns_coefficients=as_tuple(ns_coefficients), eps=eps, ns_steps=ns_steps,
                          adjust_lr_fn=adjust_lr_fn, betas=as_tuple(adamw_betas))
 
-    def add_param_group(self, param_group):
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
         use_muon = param_group.get("use_muon") if isinstance(param_group, dict) else None
         if not isinstance(use_muon, bool):
             raise ValueError("param_group: needs 'use_muon': True (Muon: 2-D matrices) or False (AdamW), "

@@ -18,7 +18,11 @@ transform with the reference's conventions (``reference_chain``).
 
 from __future__ import annotations
 
-from ..core import Schedule, as_tuple, named_chain
+from typing import Any, Callable, Iterable, Union
+
+import torch
+
+from ..core import Chain, Schedule, as_tuple, named_chain
 from ..optimizer import ChainOptimizer
 from ..transforms import (
     add_decayed_weights,
@@ -45,8 +49,13 @@ __all__ = [
     "soap_chain",
 ]
 
+# A hyperparameter value: a number or a schedule f(t) (a ``Schedule`` or any callable of the step).
+_Value = Union[float, Callable[[int], float]]
+_LR = Union[float, torch.Tensor, Callable[[int], float]]
 
-def soap_chain(betas, refresh: Schedule, schedule_free_: bool = False, refresh_factors: str = "all"):
+
+def soap_chain(betas: tuple[Any, Any], refresh: Schedule, schedule_free_: bool = False,
+               refresh_factors: str = "all") -> Chain:
     """SOAP -> decoupled weight decay -> -lr (warmup) -> apply; or, schedule-free:
     AGC -> SOAP without first moment -> weight decay at y -> schedule_free.
 
@@ -69,7 +78,7 @@ def soap_chain(betas, refresh: Schedule, schedule_free_: bool = False, refresh_f
     )
 
 
-def _no_frequency(precondition_frequency):
+def _no_frequency(precondition_frequency: int) -> None:
     if precondition_frequency != 2:
         raise ValueError(
             "precondition_frequency: has no effect with the preconditioner schedule (precond_scheduler); "
@@ -78,7 +87,8 @@ def _no_frequency(precondition_frequency):
 
 
 class _SOAP(ChainOptimizer):
-    def _build(self, params, refresh, sf=False, refresh_factors="all", **hp):
+    def _build(self, params: Iterable[Any], refresh: Schedule, sf: bool = False, refresh_factors: str = "all",
+               **hp: Any) -> None:
         for name in ("betas", "precond_scheduler"):  # lists become tuples; other types are left to the checks
             if name in hp:
                 hp[name] = as_tuple(hp[name])
@@ -88,12 +98,74 @@ class _SOAP(ChainOptimizer):
 class ForeachSOAP(_SOAP):
     """SOAP (Vyas et al. 2024, arXiv 2409.11321) refreshing the eigenbasis every
     ``precondition_frequency`` steps. ``shampoo_beta=None``: the factors follow the debiased beta2
-    (what HeavyBall 0.8.1 does with any value); a number takes effect."""
+    (what HeavyBall 0.8.1 does with any value); a number takes effect.
 
-    def __init__(self, params, lr=3e-3, betas=(0.9, 0.95), shampoo_beta=None, eps=1e-8, weight_decay=0.01,
-                 precondition_frequency=2, max_precond_dim=2048, merge_dims=True, precondition_1d=False,
-                 normalize_grads=False, data_format="channels_first", correct_bias=True, warmup_steps=1,
-                 compile=False, *, refresh_factors="all"):
+    Args:
+        params: parameters or param-group dicts, as for any torch optimizer (real floating-point
+            tensors; complex ones are refused).
+        lr: learning rate: a number >= 0, a schedule ``f(t)``, or a one-element tensor changed in
+            place (schedulers do); ``u = -lr_t u``. The default of the ``lr`` hyperparameter.
+        betas: ``(b1, b2)``, the EMA decays of m and v (both kept in the eigenbasis), debiased,
+            each in [0, 1); an element may be a schedule (``palm_beta2()``). The default of the
+            ``betas`` hyperparameter.
+        shampoo_beta: the EMA decay of SOAP's factors ``GG_i``: None (or a negative number) follows
+            the debiased beta2 (what HeavyBall 0.8.1 does with any value); a number s in [0, 1)
+            takes effect, ``GG = lerp(GG, G Gᵀ, 1 - s)``. The default of the ``shampoo_beta``
+            hyperparameter.
+        eps: the denominator's floor, ``max(sqrt(v), eps)``, a number > 0. The default of the
+            ``eps`` hyperparameter.
+        weight_decay: decay of the weights, decoupled: ``p (1 - lr wd)``, a number >= 0 (0: none).
+            The default of the ``weight_decay`` hyperparameter.
+        precondition_frequency: refresh the eigenbasis every this many steps, an integer >= 1. The
+            default of the ``precondition_frequency`` hyperparameter.
+        max_precond_dim: dimensions larger than this are not preconditioned (identity basis), an
+            integer >= 1; fixed (not a schedule). The default of the ``max_precond_dim``
+            hyperparameter.
+        merge_dims: merge adjacent dimensions, dimension 0 kept apart, while their product stays <
+            max_precond_dim (conv kernels become matrices: ``[128, 64, 3, 3] -> [128, 576]``); True
+            or False, fixed. The default of the ``merge_dims`` hyperparameter.
+        precondition_1d: precondition vectors too (a ``d x d`` factor per bias) if
+            ``d <= max_precond_dim``; True or False, fixed. The default of the ``precondition_1d``
+            hyperparameter.
+        normalize_grads: divide each update by its RMS (the SOAP reference's option); True or False.
+            The default of the ``normalize_grads`` hyperparameter.
+        data_format: only ``"channels_first"`` (HeavyBall's other value is refused with a
+            ``ValueError`` rather than ignored: a torch conv weight is ``[out, in, kh, kw]``
+            whatever its memory format). The default of the ``data_format`` hyperparameter.
+        correct_bias: debias the EMAs (False: the raw betas, as the reference's
+            ``correct_bias=False``); True or False. The default of the ``correct_bias``
+            hyperparameter.
+        warmup_steps: linear lr warmup ``lr min(t / warmup_steps, 1)``, an integer >= 0; 0 means
+            none (HeavyBall's default 1: the full lr from the first update). The default of the
+            ``warmup_steps`` hyperparameter.
+        compile: run the elementwise part of the step as one ``torch.compile``d graph per 16 tensors
+            (True or False; same numbers up to fp32 rounding; SOAP's matrix work is unchanged).
+        refresh_factors: keyword-only; ``"all"`` (HeavyBall's math) or ``"one"``: one factor's basis
+            per refresh, in turn (half the refresh work; docs/performance.md).
+
+    Examples:
+        Step 1 only builds the factors ``g1 g1ᵀ``, ``g1ᵀ g1`` and their eigenbases ``Q_L``, ``Q_R``;
+        step 2 is Adam's first step (``m̂ / sqrt(v̂) = sign``) in that basis,
+        ``u = Q_L sign(Q_Lᵀ g2 Q_R) Q_Rᵀ`` (with p = 0 the weight decay adds nothing):
+
+        >>> import torch, heavyball_chain as hc
+        >>> p = torch.nn.Parameter(torch.zeros(2, 2))
+        >>> opt = hc.ForeachSOAP([p], lr=0.1)
+        >>> g1, g2 = torch.tensor([[2.0, 1.0], [0.0, 1.0]]), torch.tensor([[1.0, -2.0], [0.5, 1.0]])
+        >>> for g in (g1, g2):
+        ...     p.grad = g
+        ...     opt.step()
+        >>> QL, QR = torch.linalg.eigh(g1 @ g1.T).eigenvectors, torch.linalg.eigh(g1.T @ g1).eigenvectors
+        >>> torch.allclose(p, -0.1 * QL @ torch.sign(QL.T @ g2 @ QR) @ QR.T, atol=1e-6)
+        True
+    """
+
+    def __init__(self, params: Iterable[Any], lr: _LR = 3e-3, betas: tuple[_Value, _Value] = (0.9, 0.95),
+                 shampoo_beta: float | None = None, eps: float = 1e-8, weight_decay: float = 0.01,
+                 precondition_frequency: int = 2, max_precond_dim: int = 2048, merge_dims: bool = True,
+                 precondition_1d: bool = False, normalize_grads: bool = False, data_format: str = "channels_first",
+                 correct_bias: bool = True, warmup_steps: int = 1, compile: bool = False, *,
+                 refresh_factors: str = "all") -> None:
         self._build(params, every(), compile=compile, refresh_factors=refresh_factors,
                     lr=lr, betas=betas, shampoo_beta=shampoo_beta, eps=eps,
                     weight_decay=weight_decay, precondition_frequency=precondition_frequency,
@@ -103,15 +175,84 @@ class ForeachSOAP(_SOAP):
 
 
 class PaLMForeachSOAP(_SOAP):
-    """SOAP with PaLM's ``beta2_t = 1 - t^-beta2_scale``, refreshing every ``precondition_frequency``."""
+    """SOAP (Vyas et al. 2024, arXiv 2409.11321) with PaLM's ``beta2_t = 1 - t^-beta2_scale``
+    (Chowdhery et al. 2022, arXiv 2204.02311), refreshing every ``precondition_frequency``.
 
-    def __init__(self, params, lr=3e-3, beta=0.9, betas=(None, None), shampoo_beta=None, eps=1e-8,
-                 weight_decay=0.01, precondition_frequency=2, max_precond_dim=2048, merge_dims=True,
-                 precondition_1d=False, normalize_grads=False, data_format="channels_first", correct_bias=True,
-                 warmup_steps=1, beta2_scale=0.8, compile=False, *, refresh_factors="all"):
-        betas = palm_betas(beta, betas)
+    Args:
+        params: parameters or param-group dicts, as for any torch optimizer (real floating-point
+            tensors; complex ones are refused).
+        lr: learning rate: a number >= 0, a schedule ``f(t)``, or a one-element tensor changed in
+            place (schedulers do); ``u = -lr_t u``. The default of the ``lr`` hyperparameter.
+        beta: beta1, the EMA decay of m, in [0, 1); beta2 follows ``1 - t^-beta2_scale``. Stored as
+            ``betas[0]`` in the group.
+        betas: ``(beta1 or None, None)``: ``betas[0]``, if given, overrides ``beta`` (as in
+            HeavyBall 0.8.1); ``betas[1]`` must be None (anything else is a ``ValueError``). The
+            group's ``betas`` hyperparameter becomes ``(beta1, palm_beta2())``.
+        shampoo_beta: the EMA decay of SOAP's factors ``GG_i``: None (or a negative number) follows
+            the debiased beta2 (what HeavyBall 0.8.1 does with any value); a number s in [0, 1)
+            takes effect, ``GG = lerp(GG, G Gᵀ, 1 - s)``. The default of the ``shampoo_beta``
+            hyperparameter.
+        eps: the denominator's floor, ``max(sqrt(v), eps)``, a number > 0. The default of the
+            ``eps`` hyperparameter.
+        weight_decay: decay of the weights, decoupled: ``p (1 - lr wd)``, a number >= 0 (0: none).
+            The default of the ``weight_decay`` hyperparameter.
+        precondition_frequency: refresh the eigenbasis every this many steps, an integer >= 1. The
+            default of the ``precondition_frequency`` hyperparameter.
+        max_precond_dim: dimensions larger than this are not preconditioned (identity basis), an
+            integer >= 1; fixed (not a schedule). The default of the ``max_precond_dim``
+            hyperparameter.
+        merge_dims: merge adjacent dimensions, dimension 0 kept apart, while their product stays <
+            max_precond_dim (conv kernels become matrices: ``[128, 64, 3, 3] -> [128, 576]``); True
+            or False, fixed. The default of the ``merge_dims`` hyperparameter.
+        precondition_1d: precondition vectors too (a ``d x d`` factor per bias) if
+            ``d <= max_precond_dim``; True or False, fixed. The default of the ``precondition_1d``
+            hyperparameter.
+        normalize_grads: divide each update by its RMS (the SOAP reference's option); True or False.
+            The default of the ``normalize_grads`` hyperparameter.
+        data_format: only ``"channels_first"`` (HeavyBall's other value is refused with a
+            ``ValueError`` rather than ignored: a torch conv weight is ``[out, in, kh, kw]``
+            whatever its memory format). The default of the ``data_format`` hyperparameter.
+        correct_bias: debias the EMAs (False: the raw betas, as the reference's
+            ``correct_bias=False``); True or False. The default of the ``correct_bias``
+            hyperparameter.
+        warmup_steps: linear lr warmup ``lr min(t / warmup_steps, 1)``, an integer >= 0; 0 means
+            none (HeavyBall's default 1: the full lr from the first update). The default of the
+            ``warmup_steps`` hyperparameter.
+        beta2_scale: the exponent of PaLM's ``beta2_t = 1 - t^-beta2_scale``, a number >= 0. The
+            default of the ``beta2_scale`` hyperparameter (which ``palm_beta2()`` reads).
+        compile: run the elementwise part of the step as one ``torch.compile``d graph per 16 tensors
+            (True or False; same numbers up to fp32 rounding; SOAP's matrix work is unchanged).
+        refresh_factors: keyword-only; ``"all"`` (HeavyBall's math) or ``"one"``: one factor's basis
+            per refresh, in turn (half the refresh work; docs/performance.md).
+
+    Examples:
+        The group's beta2 is the schedule ``1 - t^-0.8``. Step 1 only builds the factors and
+        their eigenbases; step 2 is Adam's first step in that basis, ±1 per coordinate of an
+        orthonormal basis, so it moves the 2x2 weight by ``lr sqrt(4)`` in Frobenius norm:
+
+        >>> import torch, heavyball_chain as hc
+        >>> p = torch.nn.Parameter(torch.zeros(2, 2))
+        >>> opt = hc.PaLMForeachSOAP([p], lr=0.1)
+        >>> b1, b2 = opt.param_groups[0]["betas"]
+        >>> b1, [round(b2.at(t, opt.param_groups[0]), 4) for t in (1, 2, 10)]
+        (0.9, [0.0, 0.4257, 0.8415])
+        >>> for g in ([[2.0, 1.0], [0.0, 1.0]], [[1.0, -2.0], [0.5, 1.0]]):
+        ...     p.grad = torch.tensor(g)
+        ...     opt.step()
+        >>> p.shape, bool(p.isfinite().all()), round(torch.linalg.norm(p).item(), 4)
+        (torch.Size([2, 2]), True, 0.2)
+    """
+
+    def __init__(self, params: Iterable[Any], lr: _LR = 3e-3, beta: float = 0.9,
+                 betas: tuple[float | None, None] = (None, None), shampoo_beta: float | None = None,
+                 eps: float = 1e-8, weight_decay: float = 0.01, precondition_frequency: int = 2,
+                 max_precond_dim: int = 2048, merge_dims: bool = True, precondition_1d: bool = False,
+                 normalize_grads: bool = False, data_format: str = "channels_first", correct_bias: bool = True,
+                 warmup_steps: int = 1, beta2_scale: float = 0.8, compile: bool = False, *,
+                 refresh_factors: str = "all") -> None:
+        group_betas = palm_betas(beta, betas)
         self._build(params, every(), compile=compile, refresh_factors=refresh_factors,
-                    lr=lr, betas=betas, shampoo_beta=shampoo_beta, eps=eps,
+                    lr=lr, betas=group_betas, shampoo_beta=shampoo_beta, eps=eps,
                     weight_decay=weight_decay, precondition_frequency=precondition_frequency,
                     max_precond_dim=max_precond_dim, merge_dims=merge_dims, precondition_1d=precondition_1d,
                     normalize_grads=normalize_grads, data_format=data_format, correct_bias=correct_bias,
@@ -122,12 +263,82 @@ PalmForEachSoap = PaLMForeachSOAP
 
 
 class PrecondScheduleForeachSOAP(_SOAP):
-    """SOAP refreshing with probability ``1 / (1 + log10(t^offset)^scale)`` (``precond_scheduler``)."""
+    """SOAP (Vyas et al. 2024, arXiv 2409.11321) refreshing with probability
+    ``1 / (1 + log10(t^offset)^scale)`` (``precond_scheduler``): HeavyBall's preconditioner
+    schedule, after PSGD's (Li 2015, arXiv 1512.04202).
 
-    def __init__(self, params, lr=3e-3, betas=(0.9, 0.95), shampoo_beta=None, eps=1e-8, weight_decay=0.01,
-                 precondition_frequency=2, max_precond_dim=2048, merge_dims=True, precondition_1d=False,
-                 normalize_grads=False, data_format="channels_first", correct_bias=True, warmup_steps=1,
-                 precond_scheduler=(1 / 3, 9), compile=False, *, refresh_factors="all"):
+    Args:
+        params: parameters or param-group dicts, as for any torch optimizer (real floating-point
+            tensors; complex ones are refused).
+        lr: learning rate: a number >= 0, a schedule ``f(t)``, or a one-element tensor changed in
+            place (schedulers do); ``u = -lr_t u``. The default of the ``lr`` hyperparameter.
+        betas: ``(b1, b2)``, the EMA decays of m and v (both kept in the eigenbasis), debiased,
+            each in [0, 1); an element may be a schedule (``palm_beta2()``). The default of the
+            ``betas`` hyperparameter.
+        shampoo_beta: the EMA decay of SOAP's factors ``GG_i``: None (or a negative number) follows
+            the debiased beta2 (what HeavyBall 0.8.1 does with any value); a number s in [0, 1)
+            takes effect, ``GG = lerp(GG, G Gᵀ, 1 - s)``. The default of the ``shampoo_beta``
+            hyperparameter.
+        eps: the denominator's floor, ``max(sqrt(v), eps)``, a number > 0. The default of the
+            ``eps`` hyperparameter.
+        weight_decay: decay of the weights, decoupled: ``p (1 - lr wd)``, a number >= 0 (0: none).
+            The default of the ``weight_decay`` hyperparameter.
+        precondition_frequency: only the default 2 is accepted (a ``ValueError`` otherwise): the
+            random schedule (``precond_scheduler``) decides the refreshes.
+        max_precond_dim: dimensions larger than this are not preconditioned (identity basis), an
+            integer >= 1; fixed (not a schedule). The default of the ``max_precond_dim``
+            hyperparameter.
+        merge_dims: merge adjacent dimensions, dimension 0 kept apart, while their product stays <
+            max_precond_dim (conv kernels become matrices: ``[128, 64, 3, 3] -> [128, 576]``); True
+            or False, fixed. The default of the ``merge_dims`` hyperparameter.
+        precondition_1d: precondition vectors too (a ``d x d`` factor per bias) if
+            ``d <= max_precond_dim``; True or False, fixed. The default of the ``precondition_1d``
+            hyperparameter.
+        normalize_grads: divide each update by its RMS (the SOAP reference's option); True or False.
+            The default of the ``normalize_grads`` hyperparameter.
+        data_format: only ``"channels_first"`` (HeavyBall's other value is refused with a
+            ``ValueError`` rather than ignored: a torch conv weight is ``[out, in, kh, kw]``
+            whatever its memory format). The default of the ``data_format`` hyperparameter.
+        correct_bias: debias the EMAs (False: the raw betas, as the reference's
+            ``correct_bias=False``); True or False. The default of the ``correct_bias``
+            hyperparameter.
+        warmup_steps: linear lr warmup ``lr min(t / warmup_steps, 1)``, an integer >= 0; 0 means
+            none (HeavyBall's default 1: the full lr from the first update). The default of the
+            ``warmup_steps`` hyperparameter.
+        precond_scheduler: ``(offset, scale)``, two finite numbers > 0: refresh with probability
+            ``1 / (1 + log10(t^offset)^scale)``, drawn from a fixed seed. The default of the
+            ``precond_scheduler`` hyperparameter.
+        compile: run the elementwise part of the step as one ``torch.compile``d graph per 16 tensors
+            (True or False; same numbers up to fp32 rounding; SOAP's matrix work is unchanged).
+        refresh_factors: keyword-only; ``"all"`` (HeavyBall's math) or ``"one"``: one factor's basis
+            per refresh, in turn (half the refresh work; docs/performance.md).
+
+    Examples:
+        At the default ``(1/3, 9)`` a refresh is nearly certain early, even odds at step 1000
+        (``log10(1000^(1/3)) = 1``) and rare after a million steps. Step 1 only builds the
+        factors and their eigenbases; step 2 is Adam's first step in that basis, ±1 per
+        coordinate of an orthonormal basis, so it moves the 2x2 weight by ``lr sqrt(4)`` in
+        Frobenius norm:
+
+        >>> import torch, heavyball_chain as hc
+        >>> from heavyball_chain.transforms.schedules import precond_schedule
+        >>> [round(precond_schedule.probability(t, 1 / 3, 9), 4) for t in (10, 1000, 10**6)]
+        [0.9999, 0.5, 0.0019]
+        >>> p = torch.nn.Parameter(torch.zeros(2, 2))
+        >>> opt = hc.PrecondScheduleForeachSOAP([p], lr=0.1)
+        >>> for g in ([[2.0, 1.0], [0.0, 1.0]], [[1.0, -2.0], [0.5, 1.0]]):
+        ...     p.grad = torch.tensor(g)
+        ...     opt.step()
+        >>> bool(p.isfinite().all()), round(torch.linalg.norm(p).item(), 4)
+        (True, 0.2)
+    """
+
+    def __init__(self, params: Iterable[Any], lr: _LR = 3e-3, betas: tuple[_Value, _Value] = (0.9, 0.95),
+                 shampoo_beta: float | None = None, eps: float = 1e-8, weight_decay: float = 0.01,
+                 precondition_frequency: int = 2, max_precond_dim: int = 2048, merge_dims: bool = True,
+                 precondition_1d: bool = False, normalize_grads: bool = False, data_format: str = "channels_first",
+                 correct_bias: bool = True, warmup_steps: int = 1, precond_scheduler: tuple[float, float] = (1 / 3, 9),
+                 compile: bool = False, *, refresh_factors: str = "all") -> None:
         _no_frequency(precondition_frequency)
         self._build(params, precond_schedule(), compile=compile, refresh_factors=refresh_factors,
                     lr=lr, betas=betas, shampoo_beta=shampoo_beta,
@@ -137,17 +348,87 @@ class PrecondScheduleForeachSOAP(_SOAP):
 
 
 class PrecondSchedulePaLMForeachSOAP(_SOAP):
-    """HeavyBall's recommended optimizer: SOAP with PaLM's beta2 and the preconditioner schedule."""
+    """HeavyBall's recommended optimizer: SOAP (Vyas et al. 2024, arXiv 2409.11321) with PaLM's
+    beta2 (Chowdhery et al. 2022) and the preconditioner schedule (``PrecondScheduleForeachSOAP``).
 
-    def __init__(self, params, lr=3e-3, beta=0.9, shampoo_beta=None, eps=1e-8, weight_decay=0.01,
-                 precondition_frequency=2, max_precond_dim=2048, merge_dims=True, precondition_1d=False,
-                 normalize_grads=False, data_format="channels_first", correct_bias=True, warmup_steps=1,
-                 precond_scheduler=(1 / 3, 9), betas=(None, None), beta2_scale=0.8,
-                 compile=False, *, refresh_factors="all"):
+    Args:
+        params: parameters or param-group dicts, as for any torch optimizer (real floating-point
+            tensors; complex ones are refused).
+        lr: learning rate: a number >= 0, a schedule ``f(t)``, or a one-element tensor changed in
+            place (schedulers do); ``u = -lr_t u``. The default of the ``lr`` hyperparameter.
+        beta: beta1, the EMA decay of m, in [0, 1); beta2 follows ``1 - t^-beta2_scale``. Stored as
+            ``betas[0]`` in the group.
+        shampoo_beta: the EMA decay of SOAP's factors ``GG_i``: None (or a negative number) follows
+            the debiased beta2 (what HeavyBall 0.8.1 does with any value); a number s in [0, 1)
+            takes effect, ``GG = lerp(GG, G Gᵀ, 1 - s)``. The default of the ``shampoo_beta``
+            hyperparameter.
+        eps: the denominator's floor, ``max(sqrt(v), eps)``, a number > 0. The default of the
+            ``eps`` hyperparameter.
+        weight_decay: decay of the weights, decoupled: ``p (1 - lr wd)``, a number >= 0 (0: none).
+            The default of the ``weight_decay`` hyperparameter.
+        precondition_frequency: only the default 2 is accepted (a ``ValueError`` otherwise): the
+            random schedule (``precond_scheduler``) decides the refreshes.
+        max_precond_dim: dimensions larger than this are not preconditioned (identity basis), an
+            integer >= 1; fixed (not a schedule). The default of the ``max_precond_dim``
+            hyperparameter.
+        merge_dims: merge adjacent dimensions, dimension 0 kept apart, while their product stays <
+            max_precond_dim (conv kernels become matrices: ``[128, 64, 3, 3] -> [128, 576]``); True
+            or False, fixed. The default of the ``merge_dims`` hyperparameter.
+        precondition_1d: precondition vectors too (a ``d x d`` factor per bias) if
+            ``d <= max_precond_dim``; True or False, fixed. The default of the ``precondition_1d``
+            hyperparameter.
+        normalize_grads: divide each update by its RMS (the SOAP reference's option); True or False.
+            The default of the ``normalize_grads`` hyperparameter.
+        data_format: only ``"channels_first"`` (HeavyBall's other value is refused with a
+            ``ValueError`` rather than ignored: a torch conv weight is ``[out, in, kh, kw]``
+            whatever its memory format). The default of the ``data_format`` hyperparameter.
+        correct_bias: debias the EMAs (False: the raw betas, as the reference's
+            ``correct_bias=False``); True or False. The default of the ``correct_bias``
+            hyperparameter.
+        warmup_steps: linear lr warmup ``lr min(t / warmup_steps, 1)``, an integer >= 0; 0 means
+            none (HeavyBall's default 1: the full lr from the first update). The default of the
+            ``warmup_steps`` hyperparameter.
+        precond_scheduler: ``(offset, scale)``, two finite numbers > 0: refresh with probability
+            ``1 / (1 + log10(t^offset)^scale)``, drawn from a fixed seed. The default of the
+            ``precond_scheduler`` hyperparameter.
+        betas: ``(beta1 or None, None)``: ``betas[0]``, if given, overrides ``beta`` (as in
+            HeavyBall 0.8.1); ``betas[1]`` must be None (anything else is a ``ValueError``). The
+            group's ``betas`` hyperparameter becomes ``(beta1, palm_beta2())``.
+        beta2_scale: the exponent of PaLM's ``beta2_t = 1 - t^-beta2_scale``, a number >= 0. The
+            default of the ``beta2_scale`` hyperparameter (which ``palm_beta2()`` reads).
+        compile: run the elementwise part of the step as one ``torch.compile``d graph per 16 tensors
+            (True or False; same numbers up to fp32 rounding; SOAP's matrix work is unchanged).
+        refresh_factors: keyword-only; ``"all"`` (HeavyBall's math) or ``"one"``: one factor's basis
+            per refresh, in turn (half the refresh work; docs/performance.md).
+
+    Examples:
+        The group holds both schedules' settings. Step 1 only builds the factors and their
+        eigenbases; step 2 is Adam's first step in that basis, ±1 per coordinate of an
+        orthonormal basis, so it moves the 2x2 weight by ``lr sqrt(4)`` in Frobenius norm:
+
+        >>> import torch, heavyball_chain as hc
+        >>> p = torch.nn.Parameter(torch.zeros(2, 2))
+        >>> opt = hc.PrecondSchedulePaLMForeachSOAP([p], lr=0.1)
+        >>> group = opt.param_groups[0]; group["betas"], group["beta2_scale"], group["precond_scheduler"]
+        ((0.9, palm_beta2(scale=None)), 0.8, (0.3333333333333333, 9))
+        >>> for g in ([[2.0, 1.0], [0.0, 1.0]], [[1.0, -2.0], [0.5, 1.0]]):
+        ...     p.grad = torch.tensor(g)
+        ...     opt.step()
+        >>> bool(p.isfinite().all()), round(torch.linalg.norm(p).item(), 4)
+        (True, 0.2)
+    """
+
+    def __init__(self, params: Iterable[Any], lr: _LR = 3e-3, beta: float = 0.9, shampoo_beta: float | None = None,
+                 eps: float = 1e-8, weight_decay: float = 0.01, precondition_frequency: int = 2,
+                 max_precond_dim: int = 2048, merge_dims: bool = True, precondition_1d: bool = False,
+                 normalize_grads: bool = False, data_format: str = "channels_first", correct_bias: bool = True,
+                 warmup_steps: int = 1, precond_scheduler: tuple[float, float] = (1 / 3, 9),
+                 betas: tuple[float | None, None] = (None, None), beta2_scale: float = 0.8,
+                 compile: bool = False, *, refresh_factors: str = "all") -> None:
         _no_frequency(precondition_frequency)
-        betas = palm_betas(beta, betas)
+        group_betas = palm_betas(beta, betas)
         self._build(params, precond_schedule(), compile=compile, refresh_factors=refresh_factors,
-                    lr=lr, betas=betas, shampoo_beta=shampoo_beta,
+                    lr=lr, betas=group_betas, shampoo_beta=shampoo_beta,
                     eps=eps, weight_decay=weight_decay, max_precond_dim=max_precond_dim, merge_dims=merge_dims,
                     precondition_1d=precondition_1d, normalize_grads=normalize_grads, data_format=data_format,
                     correct_bias=correct_bias, warmup_steps=warmup_steps, precond_scheduler=precond_scheduler,
@@ -156,16 +437,89 @@ class PrecondSchedulePaLMForeachSOAP(_SOAP):
 
 class SFPaLMForeachSOAP(_SOAP):
     """Schedule-free SOAP (no first moment; adaptive gradient clipping first), PaLM beta2,
-    refreshing every ``precondition_frequency``. Call ``eval()``/``train()`` as for ForeachSFAdamW."""
+    refreshing every ``precondition_frequency``. Call ``eval()``/``train()`` as for ForeachSFAdamW.
+    SOAP is Vyas et al. 2024 (arXiv 2409.11321), schedule-free Defazio et al. 2024 (arXiv
+    2405.15682), PaLM's beta2 Chowdhery et al. 2022.
 
-    def __init__(self, params, lr=3e-3, beta=0.9, beta2_scale=0.8, eps=1e-8, weight_decay=0.01,
-                 precondition_frequency=2, max_precond_dim=2048, merge_dims=True, precondition_1d=False,
-                 normalize_grads=False, data_format="channels_first", correct_bias=True, warmup_steps=1, r=0.0,
-                 weight_lr_power=2.0, gradient_clip_val=0.1, betas=(None, None),
-                 compile=False, *, refresh_factors="all"):
-        betas = palm_betas(beta, betas)
+    Args:
+        params: parameters or param-group dicts, as for any torch optimizer (real floating-point
+            tensors; complex ones are refused).
+        lr: learning rate: a number >= 0, a schedule ``f(t)``, or a one-element tensor changed in
+            place (schedulers do); the step of z is ``lr_t u``. The default of the ``lr``
+            hyperparameter.
+        beta: beta1, in [0, 1): the schedule-free interpolation ``y = (1 - beta1) z + beta1 x``
+            (there is no m); beta2 follows ``1 - t^-beta2_scale``. Stored as ``betas[0]`` in the
+            group.
+        beta2_scale: the exponent of PaLM's ``beta2_t = 1 - t^-beta2_scale``, a number >= 0. The
+            default of the ``beta2_scale`` hyperparameter (which ``palm_beta2()`` reads).
+        eps: the denominator's floor, ``max(sqrt(v), eps)``, a number > 0. The default of the
+            ``eps`` hyperparameter.
+        weight_decay: decay of the weights, ``u + wd y`` (y: the point where the gradient is taken),
+            a number >= 0 (0: none). The default of the ``weight_decay`` hyperparameter.
+        precondition_frequency: refresh the eigenbasis every this many steps, an integer >= 1. The
+            default of the ``precondition_frequency`` hyperparameter.
+        max_precond_dim: dimensions larger than this are not preconditioned (identity basis), an
+            integer >= 1; fixed (not a schedule). The default of the ``max_precond_dim``
+            hyperparameter.
+        merge_dims: merge adjacent dimensions, dimension 0 kept apart, while their product stays <
+            max_precond_dim (conv kernels become matrices: ``[128, 64, 3, 3] -> [128, 576]``); True
+            or False, fixed. The default of the ``merge_dims`` hyperparameter.
+        precondition_1d: precondition vectors too (a ``d x d`` factor per bias) if
+            ``d <= max_precond_dim``; True or False, fixed. The default of the ``precondition_1d``
+            hyperparameter.
+        normalize_grads: divide each update by its RMS (the SOAP reference's option); True or False.
+            The default of the ``normalize_grads`` hyperparameter.
+        data_format: only ``"channels_first"`` (HeavyBall's other value is refused with a
+            ``ValueError`` rather than ignored: a torch conv weight is ``[out, in, kh, kw]``
+            whatever its memory format). The default of the ``data_format`` hyperparameter.
+        correct_bias: debias the EMAs (False: the raw betas, as the reference's
+            ``correct_bias=False``); True or False. The default of the ``correct_bias``
+            hyperparameter.
+        warmup_steps: linear lr warmup ``lr min(t / warmup_steps, 1)``, an integer >= 0; 0 means
+            none (HeavyBall's default 1: the full lr from the first update). The default of the
+            ``warmup_steps`` hyperparameter.
+        r: the weight ``t^r`` of iterate t in the average x (Defazio et al. 2024), a finite number
+            (0: uniform). The default of the ``r`` hyperparameter.
+        weight_lr_power: the weight ``lr_t^weight_lr_power`` of iterate t in x, a number >= 0. The
+            default of the ``weight_lr_power`` hyperparameter.
+        gradient_clip_val: adaptive gradient clipping (Brock et al. 2021) first: each tensor's
+            gradient norm is clipped to ``gradient_clip_val * max(||p||, 1e-3)``; a number >= 0, 0
+            disables it. The default of the ``gradient_clip_val`` hyperparameter.
+        betas: ``(beta1 or None, None)``: ``betas[0]``, if given, overrides ``beta`` (as in
+            HeavyBall 0.8.1); ``betas[1]`` must be None (anything else is a ``ValueError``). The
+            group's ``betas`` hyperparameter becomes ``(beta1, palm_beta2())``.
+        compile: run the elementwise part of the step as one ``torch.compile``d graph per 16 tensors
+            (True or False; same numbers up to fp32 rounding; SOAP's matrix work is unchanged).
+        refresh_factors: keyword-only; ``"all"`` (HeavyBall's math) or ``"one"``: one factor's basis
+            per refresh, in turn (half the refresh work; docs/performance.md).
+
+    Examples:
+        Step 1 only builds the factors. The parameters then hold y; ``eval()`` sets them to the
+        average x (which differs from y once there are two updates) and ``train()`` back to y:
+
+        >>> import torch, heavyball_chain as hc
+        >>> p = torch.nn.Parameter(torch.ones(2, 2))
+        >>> opt = hc.SFPaLMForeachSOAP([p], lr=0.1)
+        >>> for g in ([[2.0, 1.0], [0.0, 1.0]], [[1.0, -2.0], [0.5, 1.0]], [[1.0, 1.0], [0.0, 2.0]]):
+        ...     p.grad = torch.tensor(g)
+        ...     opt.step()
+        >>> y = p.detach().clone(); _ = opt.eval()
+        >>> torch.allclose(p, y), bool(p.isfinite().all())
+        (False, True)
+        >>> _ = opt.train(); torch.allclose(p, y)
+        True
+    """
+
+    def __init__(self, params: Iterable[Any], lr: _LR = 3e-3, beta: float = 0.9, beta2_scale: float = 0.8,
+                 eps: float = 1e-8, weight_decay: float = 0.01, precondition_frequency: int = 2,
+                 max_precond_dim: int = 2048, merge_dims: bool = True, precondition_1d: bool = False,
+                 normalize_grads: bool = False, data_format: str = "channels_first", correct_bias: bool = True,
+                 warmup_steps: int = 1, r: float = 0.0, weight_lr_power: float = 2.0, gradient_clip_val: float = 0.1,
+                 betas: tuple[float | None, None] = (None, None), compile: bool = False, *,
+                 refresh_factors: str = "all") -> None:
+        group_betas = palm_betas(beta, betas)
         self._build(params, every(), compile=compile, refresh_factors=refresh_factors,
-                    sf=True, lr=lr, betas=betas, eps=eps,
+                    sf=True, lr=lr, betas=group_betas, eps=eps,
                     weight_decay=weight_decay, precondition_frequency=precondition_frequency,
                     max_precond_dim=max_precond_dim, merge_dims=merge_dims, precondition_1d=precondition_1d,
                     normalize_grads=normalize_grads, data_format=data_format, correct_bias=correct_bias,
@@ -175,17 +529,93 @@ class SFPaLMForeachSOAP(_SOAP):
 
 class PrecondScheduleSFPaLMForeachSOAP(_SOAP):
     """Schedule-free SOAP with PaLM's beta2 and the preconditioner schedule
-    (exported by HeavyBall 0.8.1 as ``PrecondScheduleSFPaLMSOAP``; both names work)."""
+    (exported by HeavyBall 0.8.1 as ``PrecondScheduleSFPaLMSOAP``; both names work). SOAP is Vyas
+    et al. 2024 (arXiv 2409.11321), schedule-free Defazio et al. 2024 (arXiv 2405.15682), PaLM's
+    beta2 Chowdhery et al. 2022. Call ``eval()``/``train()`` as for ForeachSFAdamW.
 
-    def __init__(self, params, lr=3e-3, beta=0.9, beta2_scale=0.8, eps=1e-8, weight_decay=0.01,
-                 precondition_frequency=2, max_precond_dim=2048, merge_dims=True, precondition_1d=False,
-                 normalize_grads=False, data_format="channels_first", correct_bias=True, warmup_steps=1, r=0.0,
-                 weight_lr_power=2.0, gradient_clip_val=0.1, precond_scheduler=(1 / 3, 9), betas=(None, None),
-                 compile=False, *, refresh_factors="all"):
+    Args:
+        params: parameters or param-group dicts, as for any torch optimizer (real floating-point
+            tensors; complex ones are refused).
+        lr: learning rate: a number >= 0, a schedule ``f(t)``, or a one-element tensor changed in
+            place (schedulers do); the step of z is ``lr_t u``. The default of the ``lr``
+            hyperparameter.
+        beta: beta1, in [0, 1): the schedule-free interpolation ``y = (1 - beta1) z + beta1 x``
+            (there is no m); beta2 follows ``1 - t^-beta2_scale``. Stored as ``betas[0]`` in the
+            group.
+        beta2_scale: the exponent of PaLM's ``beta2_t = 1 - t^-beta2_scale``, a number >= 0. The
+            default of the ``beta2_scale`` hyperparameter (which ``palm_beta2()`` reads).
+        eps: the denominator's floor, ``max(sqrt(v), eps)``, a number > 0. The default of the
+            ``eps`` hyperparameter.
+        weight_decay: decay of the weights, ``u + wd y`` (y: the point where the gradient is taken),
+            a number >= 0 (0: none). The default of the ``weight_decay`` hyperparameter.
+        precondition_frequency: only the default 2 is accepted (a ``ValueError`` otherwise): the
+            random schedule (``precond_scheduler``) decides the refreshes.
+        max_precond_dim: dimensions larger than this are not preconditioned (identity basis), an
+            integer >= 1; fixed (not a schedule). The default of the ``max_precond_dim``
+            hyperparameter.
+        merge_dims: merge adjacent dimensions, dimension 0 kept apart, while their product stays <
+            max_precond_dim (conv kernels become matrices: ``[128, 64, 3, 3] -> [128, 576]``); True
+            or False, fixed. The default of the ``merge_dims`` hyperparameter.
+        precondition_1d: precondition vectors too (a ``d x d`` factor per bias) if
+            ``d <= max_precond_dim``; True or False, fixed. The default of the ``precondition_1d``
+            hyperparameter.
+        normalize_grads: divide each update by its RMS (the SOAP reference's option); True or False.
+            The default of the ``normalize_grads`` hyperparameter.
+        data_format: only ``"channels_first"`` (HeavyBall's other value is refused with a
+            ``ValueError`` rather than ignored: a torch conv weight is ``[out, in, kh, kw]``
+            whatever its memory format). The default of the ``data_format`` hyperparameter.
+        correct_bias: debias the EMAs (False: the raw betas, as the reference's
+            ``correct_bias=False``); True or False. The default of the ``correct_bias``
+            hyperparameter.
+        warmup_steps: linear lr warmup ``lr min(t / warmup_steps, 1)``, an integer >= 0; 0 means
+            none (HeavyBall's default 1: the full lr from the first update). The default of the
+            ``warmup_steps`` hyperparameter.
+        r: the weight ``t^r`` of iterate t in the average x (Defazio et al. 2024), a finite number
+            (0: uniform). The default of the ``r`` hyperparameter.
+        weight_lr_power: the weight ``lr_t^weight_lr_power`` of iterate t in x, a number >= 0. The
+            default of the ``weight_lr_power`` hyperparameter.
+        gradient_clip_val: adaptive gradient clipping (Brock et al. 2021) first: each tensor's
+            gradient norm is clipped to ``gradient_clip_val * max(||p||, 1e-3)``; a number >= 0, 0
+            disables it. The default of the ``gradient_clip_val`` hyperparameter.
+        precond_scheduler: ``(offset, scale)``, two finite numbers > 0: refresh with probability
+            ``1 / (1 + log10(t^offset)^scale)``, drawn from a fixed seed. The default of the
+            ``precond_scheduler`` hyperparameter.
+        betas: ``(beta1 or None, None)``: ``betas[0]``, if given, overrides ``beta`` (as in
+            HeavyBall 0.8.1); ``betas[1]`` must be None (anything else is a ``ValueError``). The
+            group's ``betas`` hyperparameter becomes ``(beta1, palm_beta2())``.
+        compile: run the elementwise part of the step as one ``torch.compile``d graph per 16 tensors
+            (True or False; same numbers up to fp32 rounding; SOAP's matrix work is unchanged).
+        refresh_factors: keyword-only; ``"all"`` (HeavyBall's math) or ``"one"``: one factor's basis
+            per refresh, in turn (half the refresh work; docs/performance.md).
+
+    Examples:
+        Step 1 only builds the factors. The parameters then hold y; ``eval()`` sets them to the
+        average x (which differs from y once there are two updates) and ``train()`` back to y:
+
+        >>> import torch, heavyball_chain as hc
+        >>> p = torch.nn.Parameter(torch.ones(2, 2))
+        >>> opt = hc.PrecondScheduleSFPaLMSOAP([p], lr=0.1)  # HeavyBall 0.8.1's name
+        >>> for g in ([[2.0, 1.0], [0.0, 1.0]], [[1.0, -2.0], [0.5, 1.0]], [[1.0, 1.0], [0.0, 2.0]]):
+        ...     p.grad = torch.tensor(g)
+        ...     opt.step()
+        >>> y = p.detach().clone(); _ = opt.eval()
+        >>> torch.allclose(p, y), bool(p.isfinite().all())
+        (False, True)
+        >>> _ = opt.train(); torch.allclose(p, y)
+        True
+    """
+
+    def __init__(self, params: Iterable[Any], lr: _LR = 3e-3, beta: float = 0.9, beta2_scale: float = 0.8,
+                 eps: float = 1e-8, weight_decay: float = 0.01, precondition_frequency: int = 2,
+                 max_precond_dim: int = 2048, merge_dims: bool = True, precondition_1d: bool = False,
+                 normalize_grads: bool = False, data_format: str = "channels_first", correct_bias: bool = True,
+                 warmup_steps: int = 1, r: float = 0.0, weight_lr_power: float = 2.0, gradient_clip_val: float = 0.1,
+                 precond_scheduler: tuple[float, float] = (1 / 3, 9), betas: tuple[float | None, None] = (None, None),
+                 compile: bool = False, *, refresh_factors: str = "all") -> None:
         _no_frequency(precondition_frequency)
-        betas = palm_betas(beta, betas)
+        group_betas = palm_betas(beta, betas)
         self._build(params, precond_schedule(), compile=compile, refresh_factors=refresh_factors,
-                    sf=True, lr=lr, betas=betas, eps=eps,
+                    sf=True, lr=lr, betas=group_betas, eps=eps,
                     weight_decay=weight_decay, max_precond_dim=max_precond_dim, merge_dims=merge_dims,
                     precondition_1d=precondition_1d, normalize_grads=normalize_grads, data_format=data_format,
                     correct_bias=correct_bias, warmup_steps=warmup_steps, r=r, weight_lr_power=weight_lr_power,
@@ -199,7 +629,7 @@ PrecondScheduleSFPaLMSOAP = PrecondScheduleSFPaLMForeachSOAP
 # --------------------------------------------------------------------------- the SOAP reference
 
 
-def reference_chain(betas=(0.95, 0.95)):
+def reference_chain(betas: tuple[_Value, _Value] = (0.95, 0.95)) -> Chain:
     """The SOAP reference's step: SOAP with its conventions (factors from zero, additive eps, Adam's
     step-size bias correction, merging from the front) -> -lr -> decay of the updated weights ->
     apply. Its first step per parameter only initialises the factors (no update, no decay)."""
@@ -230,11 +660,64 @@ class SOAP(ChainOptimizer):
 
     The reference fixes ``shampoo_beta`` and ``precondition_frequency`` per parameter at its first
     step; here they are read from the param group at every step (the same unless a group is edited).
+
+    Args:
+        params: parameters or param-group dicts, as for any torch optimizer (real floating-point
+            tensors; complex ones are refused).
+        lr: learning rate: a number >= 0, a schedule ``f(t)``, or a one-element tensor changed in
+            place (schedulers do); ``u = -lr_t u``. The default of the ``lr`` hyperparameter.
+        betas: ``(b1, b2)``, the raw EMA decays of m and v, each in [0, 1) (with ``correct_bias``
+            Adam's step size ``sqrt(1 - b2^t) / (1 - b1^t)`` corrects them); an element may be a
+            schedule. The default of the ``betas`` hyperparameter.
+        shampoo_beta: β_s, the EMA decay of the factors ``GG_i``: a number in [0, 1), or a negative
+            number (the reference's -1) or None for β_s = b2. The default of the ``shampoo_beta``
+            hyperparameter.
+        eps: added to the denominator, ``sqrt(v) + eps``, a number > 0. The default of the ``eps``
+            hyperparameter.
+        weight_decay: decay of the updated weights, ``p = (p - lr u)(1 - lr wd)``, a number >= 0
+            (0: none). The default of the ``weight_decay`` hyperparameter.
+        precondition_frequency: refresh the eigenbases (one power iteration + QR) every this many
+            steps, an integer >= 1. The default of the ``precondition_frequency`` hyperparameter.
+        max_precond_dim: dimensions larger than this get no factor (identity basis); an integer
+            >= 1, fixed (not a schedule). The default of the ``max_precond_dim`` hyperparameter.
+        merge_dims: merge dimensions from the front, dimension 0 included, while the product stays
+            <= max_precond_dim (``[3, 4] -> [12]``); True or False, fixed. The default of the
+            ``merge_dims`` hyperparameter.
+        precondition_1d: precondition vectors too (a ``d x d`` factor) if ``d <= max_precond_dim``;
+            True or False, fixed. The default of the ``precondition_1d`` hyperparameter.
+        normalize_grads: divide each update by its RMS, as the reference does; True or False. The
+            default of the ``normalize_grads`` hyperparameter.
+        data_format: ``"channels_first"`` or ``"channels_last"`` (merged 4-D weights read as
+            ``[out, kh, kw, in]``); fixed. The default of the ``data_format`` hyperparameter.
+        correct_bias: apply Adam's step-size factor ``sqrt(1 - b2^t) / (1 - b1^t)`` (False: none,
+            the raw moments); True or False. The default of the ``correct_bias`` hyperparameter.
+        compile: keyword-only; run the elementwise part of the step as one ``torch.compile``d graph
+            per 16 tensors (True or False; same numbers up to fp32 rounding; the matrix work is
+            unchanged).
+
+    Examples:
+        Step 1 only builds the factors, ``(1 - β_s) g1 g1ᵀ`` and ``(1 - β_s) g1ᵀ g1``, and their
+        eigenbases ``Q_L``, ``Q_R``. At step 2 the step size cancels the raw betas
+        (``m = (1 - b1) g2``, ``v = (1 - b2) rot(g2)²``), so ``u = Q_L sign(Q_Lᵀ g2 Q_R) Q_Rᵀ``,
+        and ``p = (0 - lr u)(1 - lr wd)``:
+
+        >>> import torch, heavyball_chain as hc
+        >>> p = torch.nn.Parameter(torch.zeros(2, 2))
+        >>> opt = hc.SOAP([p], lr=0.1, weight_decay=0.01)
+        >>> g1, g2 = torch.tensor([[2.0, 1.0], [0.0, 1.0]]), torch.tensor([[1.0, -2.0], [0.5, 1.0]])
+        >>> for g in (g1, g2):
+        ...     p.grad = g
+        ...     opt.step()
+        >>> QL, QR = torch.linalg.eigh(g1 @ g1.T).eigenvectors, torch.linalg.eigh(g1.T @ g1).eigenvectors
+        >>> torch.allclose(p, -0.1 * (1 - 0.1 * 0.01) * QL @ torch.sign(QL.T @ g2 @ QR) @ QR.T, atol=1e-6)
+        True
     """
 
-    def __init__(self, params, lr=3e-3, betas=(0.95, 0.95), shampoo_beta=-1, eps=1e-8, weight_decay=0.01,
-                 precondition_frequency=10, max_precond_dim=10000, merge_dims=False, precondition_1d=False,
-                 normalize_grads=False, data_format="channels_first", correct_bias=True, *, compile=False):
+    def __init__(self, params: Iterable[Any], lr: _LR = 3e-3, betas: tuple[_Value, _Value] = (0.95, 0.95),
+                 shampoo_beta: float | None = -1, eps: float = 1e-8, weight_decay: float = 0.01,
+                 precondition_frequency: int = 10, max_precond_dim: int = 10000, merge_dims: bool = False,
+                 precondition_1d: bool = False, normalize_grads: bool = False, data_format: str = "channels_first",
+                 correct_bias: bool = True, *, compile: bool = False) -> None:
         betas = tuple(betas) if isinstance(betas, list) else betas
         super().__init__(params, reference_chain(betas), compile=compile, lr=lr, betas=betas,
                          shampoo_beta=shampoo_beta, eps=eps, weight_decay=weight_decay,

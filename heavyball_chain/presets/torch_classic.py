@@ -15,7 +15,11 @@ computes in the parameter's dtype); ``weight_decay`` may not be a tensor.
 
 from __future__ import annotations
 
-from ..core import named_chain
+from typing import Any, Callable, Iterable
+
+import torch
+
+from ..core import Chain, Transform, named_chain
 from ..optimizer import ChainOptimizer
 from ..transforms.accumulators import scale_by_adagrad, scale_by_inverse_time_decay, scale_by_rmsprop
 from ..transforms.apply import stochastic_round_apply
@@ -26,7 +30,7 @@ from .torch_flags import torch_flags
 __all__ = ["SGD", "RMSprop", "Adagrad"]
 
 
-def _coupled(flags, *body):
+def _coupled(flags: list[Transform], *body: tuple[str, Transform]) -> Chain:
     """maximize (optional) -> ``g + wd p`` -> ``body`` -> ``-lr`` -> add to params (bf16-safe)."""
     return named_chain(
         *(("maximize", f) for f in flags),
@@ -37,7 +41,7 @@ def _coupled(flags, *body):
     )
 
 
-def _flag(name, value):
+def _flag(name: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{name}: expected True or False, got {value!r}")
     return value
@@ -51,13 +55,55 @@ class SGD(ChainOptimizer):
 
     (Nesterov: ``p = p - lr (g + momentum m)``). With ``momentum=0`` (the default) no buffer is kept
     and dampening does nothing. ``nesterov`` requires ``momentum > 0`` and ``dampening == 0``.
+
+    Args:
+        params: the parameters to optimise: an iterable of tensors or of param-group dicts, as
+            for torch.optim.
+        lr: learning rate, a number >= 0, a schedule ``f(t)`` or a one-element tensor changed in
+            place (schedulers do); ``p = p - lr m``. The default of the ``lr`` hyperparameter.
+        momentum: heavy-ball momentum ``m = momentum m + (1 - dampening) g``, in [0, 1); 0 keeps
+            no buffer (plain SGD). The default of the ``momentum`` hyperparameter.
+        dampening: torch's dampening of the momentum, in [0, 1]. The default of the ``dampening``
+            hyperparameter.
+        weight_decay: coupled decay, >= 0: ``wd p`` is added to the gradient first. The default of
+            the ``weight_decay`` hyperparameter.
+        nesterov: Nesterov momentum: the update is ``g + momentum m``; needs ``momentum > 0`` and
+            ``dampening == 0``. Shapes the chain (not a group value).
+        maximize: ascend: the gradient is negated first.
+        foreach: torch's kernel choice (True, False or None): accepted with any value, the numbers
+            are the same.
+        differentiable: autograd through the step: not offered, ``True`` is refused.
+        fused: torch's kernel choice, as ``foreach``.
+        compile: run the elementwise part of the step as one ``torch.compile``d graph per 16
+            tensors.
+
+    Examples:
+        A constant gradient ``g``: the buffer is ``g``, then ``1.9 g``, so after two steps
+        ``p = p0 - lr (1 + 1.9) g``, as torch.optim.SGD computes it:
+
+        >>> import torch, heavyball_chain as hc
+        >>> p = torch.nn.Parameter(torch.tensor([1.0, -2.0, 3.0]))
+        >>> q = torch.nn.Parameter(p.detach().clone())
+        >>> ours, ref = hc.SGD([p], lr=0.1, momentum=0.9), torch.optim.SGD([q], lr=0.1, momentum=0.9)
+        >>> for _ in range(2):
+        ...     p.grad, q.grad = torch.tensor([0.5, -1.0, 2.0]), torch.tensor([0.5, -1.0, 2.0])
+        ...     ours.step(); ref.step()
+        >>> p.data
+        tensor([ 0.8550, -1.7100,  2.4200])
+        >>> torch.allclose(p, q)
+        True
     """
 
-    def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False, *,
-                 maximize=False, foreach=None, differentiable=False, fused=None, compile=False):
+    def __init__(self, params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
+                 lr: float | torch.Tensor | Callable[[int], float] = 1e-3,
+                 momentum: float | Callable[[int], float] = 0, dampening: float = 0,
+                 weight_decay: float = 0, nesterov: bool = False, *,
+                 maximize: bool = False, foreach: bool | None = None, differentiable: bool = False,
+                 fused: bool | None = None, compile: bool = False) -> None:
         flags = torch_flags("SGD", foreach=foreach, fused=fused, differentiable=differentiable, maximize=maximize)
-        numbers = all(isinstance(v, (int, float)) for v in (momentum, dampening))  # else checked as hyperparameters
-        if _flag("nesterov", nesterov) and numbers and (momentum <= 0 or dampening != 0):
+        # momentum and dampening are checked here when they are numbers, else as hyperparameters
+        if (_flag("nesterov", nesterov) and isinstance(momentum, (int, float)) and isinstance(dampening, (int, float))
+                and (momentum <= 0 or dampening != 0)):
             raise ValueError(f"nesterov: Nesterov momentum requires momentum > 0 and dampening == 0, got "
                              f"momentum={momentum!r}, dampening={dampening!r}")
         tx = _coupled(flags, ("momentum", trace(momentum=0.0, nesterov=nesterov)))
@@ -73,10 +119,54 @@ class RMSprop(ChainOptimizer):
         p = p - lr g / d;   with momentum: buf = momentum buf + g / d,  p = p - lr buf
 
     ``v`` (``square_avg``) starts at 0 and is not bias-corrected; eps is added to the root.
+
+    Args:
+        params: the parameters to optimise: an iterable of tensors or of param-group dicts, as
+            for torch.optim.
+        lr: learning rate, a number >= 0, a schedule ``f(t)`` or a one-element tensor changed in
+            place (schedulers do). The default of the ``lr`` hyperparameter.
+        alpha: the EMA decay of the squared gradient, in [0, 1]. The default of the ``alpha``
+            hyperparameter.
+        eps: added to the root, ``sqrt(v) + eps``; >= 0. The default of the ``eps`` hyperparameter.
+        weight_decay: coupled decay, >= 0: ``wd p`` is added to the gradient first. The default of
+            the ``weight_decay`` hyperparameter.
+        momentum: momentum of the normalised update, ``buf = momentum buf + g / d``, in [0, 1); 0
+            keeps no buffer. The default of the ``momentum`` hyperparameter.
+        centered: divide by the centred second moment ``sqrt(v - ḡ²) + eps`` (``ḡ`` the EMA of g,
+            decay ``alpha``). Shapes the chain (not a group value).
+        capturable: a step a CUDA graph can capture: refused (``True``), this chain decides on
+            the host.
+        foreach: torch's kernel choice (True, False or None): accepted with any value, the numbers
+            are the same.
+        maximize: ascend: the gradient is negated first.
+        differentiable: autograd through the step: not offered, ``True`` is refused.
+        compile: run the elementwise part of the step as one ``torch.compile``d graph per 16
+            tensors.
+
+    Examples:
+        A constant gradient ``g``: ``v`` is ``0.01 g²``, then ``0.0199 g²`` (``alpha=0.99``), so two
+        steps move ``p`` by ``-lr (1/sqrt(0.01) + 1/sqrt(0.0199)) sign(g)``, as torch.optim.RMSprop
+        does:
+
+        >>> import torch, heavyball_chain as hc
+        >>> p = torch.nn.Parameter(torch.tensor([1.0, -2.0, 3.0]))
+        >>> q = torch.nn.Parameter(p.detach().clone())
+        >>> ours, ref = hc.RMSprop([p], lr=0.01), torch.optim.RMSprop([q], lr=0.01)
+        >>> for _ in range(2):
+        ...     p.grad, q.grad = torch.tensor([0.5, -1.0, 2.0]), torch.tensor([0.5, -1.0, 2.0])
+        ...     ours.step(); ref.step()
+        >>> p.data
+        tensor([ 0.8291, -1.8291,  2.8291])
+        >>> torch.allclose(p, q)
+        True
     """
 
-    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0, centered=False,
-                 capturable=False, foreach=None, maximize=False, differentiable=False, *, compile=False):
+    def __init__(self, params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
+                 lr: float | torch.Tensor | Callable[[int], float] = 1e-2,
+                 alpha: float = 0.99, eps: float = 1e-8,
+                 weight_decay: float = 0, momentum: float | Callable[[int], float] = 0,
+                 centered: bool = False, capturable: bool = False, foreach: bool | None = None,
+                 maximize: bool = False, differentiable: bool = False, *, compile: bool = False) -> None:
         flags = torch_flags("RMSprop", foreach=foreach, capturable=capturable, differentiable=differentiable,
                             maximize=maximize)
         tx = _coupled(flags, ("rmsprop", scale_by_rmsprop(centered=_flag("centered", centered))),
@@ -93,10 +183,50 @@ class Adagrad(ChainOptimizer):
     with ``lr_t = lr / (1 + (t - 1) lr_decay)`` at the parameter's step ``t``. torch creates the
     accumulator in the constructor; here it is created at a parameter's first step, from the
     group's ``initial_accumulator_value`` (which therefore cannot be a schedule).
+
+    Args:
+        params: the parameters to optimise: an iterable of tensors or of param-group dicts, as
+            for torch.optim.
+        lr: learning rate, a number >= 0, a schedule ``f(t)`` or a one-element tensor changed in
+            place (schedulers do). The default of the ``lr`` hyperparameter.
+        lr_decay: ``lr_t = lr / (1 + (t - 1) lr_decay)``, >= 0 (0: a constant lr). The default of
+            the ``lr_decay`` hyperparameter.
+        weight_decay: coupled decay, >= 0: ``wd p`` is added to the gradient first. The default of
+            the ``weight_decay`` hyperparameter.
+        initial_accumulator_value: the sum of squares' starting value, >= 0, fixed (not a
+            schedule). The default of the ``initial_accumulator_value`` hyperparameter.
+        eps: added to the root, ``sqrt(Σ) + eps``; >= 0. The default of the ``eps`` hyperparameter.
+        foreach: torch's kernel choice (True, False or None): accepted with any value, the numbers
+            are the same.
+        maximize: ascend: the gradient is negated first.
+        differentiable: autograd through the step: not offered, ``True`` is refused.
+        fused: torch's kernel choice, as ``foreach``.
+        compile: run the elementwise part of the step as one ``torch.compile``d graph per 16
+            tensors.
+
+    Examples:
+        A constant gradient ``g``: ``Σ`` is ``g²``, then ``2 g²``, so two steps move
+        ``p`` by ``-lr (1 + 1/sqrt(2)) sign(g)``, as torch.optim.Adagrad does:
+
+        >>> import torch, heavyball_chain as hc
+        >>> p = torch.nn.Parameter(torch.tensor([1.0, -2.0, 3.0]))
+        >>> q = torch.nn.Parameter(p.detach().clone())
+        >>> ours, ref = hc.Adagrad([p], lr=0.1), torch.optim.Adagrad([q], lr=0.1)
+        >>> for _ in range(2):
+        ...     p.grad, q.grad = torch.tensor([0.5, -1.0, 2.0]), torch.tensor([0.5, -1.0, 2.0])
+        ...     ours.step(); ref.step()
+        >>> p.data
+        tensor([ 0.8293, -1.8293,  2.8293])
+        >>> torch.allclose(p, q)
+        True
     """
 
-    def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0, eps=1e-10,
-                 foreach=None, *, maximize=False, differentiable=False, fused=None, compile=False):
+    def __init__(self, params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
+                 lr: float | torch.Tensor | Callable[[int], float] = 1e-2,
+                 lr_decay: float = 0, weight_decay: float = 0,
+                 initial_accumulator_value: float = 0, eps: float = 1e-10,
+                 foreach: bool | None = None, *, maximize: bool = False, differentiable: bool = False,
+                 fused: bool | None = None, compile: bool = False) -> None:
         flags = torch_flags("Adagrad", foreach=foreach, fused=fused, differentiable=differentiable,
                             maximize=maximize)
         tx = _coupled(flags, ("adagrad", scale_by_adagrad()), ("lr_decay", scale_by_inverse_time_decay()))

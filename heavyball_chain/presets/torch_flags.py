@@ -18,7 +18,7 @@ from ..transforms.wrappers import scale
 __all__ = ["torch_flags"]
 
 
-def _flag(name: str, value, allow_none: bool) -> bool | None:
+def _flag(name: str, value: object, allow_none: bool) -> bool | None:
     if value is None and allow_none:
         return None
     if not isinstance(value, bool):
@@ -26,8 +26,8 @@ def _flag(name: str, value, allow_none: bool) -> bool | None:
     return value
 
 
-def torch_flags(optimizer: str, *, foreach=None, fused=None, capturable=False, differentiable=False,
-                maximize=False) -> list[Transform]:
+def torch_flags(optimizer: str, *, foreach: bool | None = None, fused: bool | None = None, capturable: bool = False,
+                differentiable: bool = False, maximize: bool = False) -> list[Transform]:
     """Validate torch.optim's flags for ``optimizer`` and return the transforms that go first in
     its chain: ``[scale(-1)]`` when ``maximize`` (``g = -g``), else ``[]``."""
     _flag("foreach", foreach, allow_none=True)
