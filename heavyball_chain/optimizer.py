@@ -299,6 +299,9 @@ class ChainOptimizer(torch.optim.Optimizer):
             known = entry[1] if entry is not None and entry[0] is group else None
             checked[id(group)] = (group, self._validate_group(group, in_step=True, known=known))
         self._checked_values = checked
+        if self.__dict__.get("_eval_mode", False) and any(callable(getattr(t, "eval", None))
+                                                          for t in transforms_in(self.transform)):
+            raise RuntimeError("step() called in eval mode: call optimizer.train() before training")
         checking = any(type(t).check_step is not Transform.check_step for t in transforms_in(self.transform))
         for bucket in buckets:
             if self.capturable:
@@ -359,6 +362,7 @@ class ChainOptimizer(torch.optim.Optimizer):
         """Parameters in their training form (schedule-free: y). A no-op for chains whose
         transforms have no train/eval forms. ``train(False)`` is ``eval()``."""
         self.visit("train" if mode else "eval")
+        self._eval_mode = not mode  # parameters without state yet have no mode of their own
         return self
 
     def eval(self) -> "ChainOptimizer":

@@ -87,6 +87,38 @@ def test_step_in_eval_mode_raises_and_saved_model_holds_x():
         train(model, opt, 1, start=5)
 
 
+def test_step_after_eval_before_any_step_raises_until_train():
+    """eval() before the first step (an evaluation before training) leaves the optimizer in eval
+    mode although no parameter has state yet: step() is refused, as after later eval() calls, and
+    changes nothing; after train() it is the step of an optimizer that never saw eval()."""
+    model, twin = make_net(), make_net()
+    opt, twin_opt = hc.ForeachSFAdamW(model.parameters()), hc.ForeachSFAdamW(twin.parameters())
+    opt.eval()
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(RuntimeError, match="train\\(\\)"):
+        train(model, opt, 1)
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), before))
+    assert not any(opt.state.values())
+    opt.train()
+    train(model, opt, 3)
+    train(twin, twin_opt, 3)
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), twin.parameters()))
+
+
+def test_eval_with_b1_zero_is_refused_and_changes_nothing():
+    """With b1 = 0, y = z and the average x is not kept: eval() cannot give x, so it raises
+    instead of leaving z in the parameters; training goes on unchanged."""
+    model = make_net()
+    opt = hc.ForeachSFAdamW(model.parameters(), betas=(0.0, 0.999))
+    train(model, opt, 3)
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match="betas\\[0\\] > 0"):
+        opt.eval()
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), before))
+    train(model, opt, 1, start=3)
+    assert not all(torch.equal(a, b) for a, b in zip(model.parameters(), before))
+
+
 def test_non_schedule_free_train_eval_are_noops():
     model = make_net()
     opt = hc.ForeachLaProp(model.parameters())

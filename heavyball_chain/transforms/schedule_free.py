@@ -54,8 +54,9 @@ class schedule_free(Transform):  # noqa: N801 - optax-style transform name
         lr: the learning rate, >= 0: a number, a schedule ``f(t)`` or a one-element tensor. The
             default of the ``lr`` hyperparameter.
         betas: ``(b1, b2)``, each in [0, 1); this transform reads b1, the interpolation weight of
-            y (0: y = z, plain SGD on the update). The default of the ``betas`` hyperparameter
-            (whose b2 a preconditioner before it, such as ``scale_by_rms``, reads).
+            y (0: y = z, plain SGD on the update, and ``eval()`` is refused: x is not kept). The
+            default of the ``betas`` hyperparameter (whose b2 a preconditioner before it, such as
+            ``scale_by_rms``, reads).
         warmup_steps: the length of the lr's linear warmup, an integer >= 0 (0: none). The
             default of the ``warmup_steps`` hyperparameter.
         r: the power of ``t`` in the weights ``w_t``, a finite number (0: no step weighting).
@@ -179,10 +180,12 @@ class schedule_free(Transform):  # noqa: N801 - optax-style transform name
         if all(m == to_train for m in bucket.state("train_mode")):
             return
         b1 = bucket.hp("betas")[0]
-        if b1 > 0:  # with b1 = 0, x = y
-            p, z = bucket.params_compute(), bucket.state("z")
-            torch._foreach_lerp_(p, z, (1 - b1) if to_train else (1 - 1 / b1))
-            self.writer.write(bucket, p, stream=2 if to_train else 1)
+        if b1 == 0:  # y = z: the average x is not kept, so there is nothing to swap in
+            raise ValueError("schedule_free: eval()/train() need betas[0] > 0: with betas[0] = 0 the "
+                             "parameters hold z and the average x cannot be recovered from them")
+        p, z = bucket.params_compute(), bucket.state("z")
+        torch._foreach_lerp_(p, z, (1 - b1) if to_train else (1 - 1 / b1))
+        self.writer.write(bucket, p, stream=2 if to_train else 1)
         bucket.set_state("train_mode", [to_train] * len(bucket.params))
 
     def __repr__(self) -> str:
