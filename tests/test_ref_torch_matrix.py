@@ -11,6 +11,7 @@ AdamW half of MuonWithAdamW (torch_adam_step). Adafactor is not amplified and ma
 
 from __future__ import annotations
 
+import copy
 import io
 
 import pytest
@@ -271,6 +272,27 @@ def test_muon_with_adamw_refuses_bad_routing():
     extra.grad = torch.ones(3)
     opt.step()
     assert "adamw/adam/exp_avg" in opt.state[extra]
+
+
+@pytest.mark.parametrize("copy_first", [False, True])
+def test_muon_with_adamw_added_adamw_group_gets_the_adamw_values(copy_first):
+    """A group added with use_muon=False steps as torch.optim.AdamW with the adamw_* arguments
+    (not Muon's lr 0.02 / weight_decay 0.1), also on a deep copy of the optimizer."""
+    opt = MuonWithAdamW(make_lm(tied=False), adamw_lr=1e-2, adamw_weight_decay=0.05, adamw_betas=(0.8, 0.9))
+    if copy_first:
+        opt = copy.deepcopy(opt)
+    extra = torch.nn.Parameter(torch.linspace(-1, 1, 5))
+    ref = torch.nn.Parameter(extra.detach().clone())
+    torch_opt = torch.optim.AdamW([ref], lr=1e-2, weight_decay=0.05, betas=(0.8, 0.9), eps=1e-8)
+    opt.add_param_group({"params": [("extra", extra)], "use_muon": False})
+    assert {k: opt.param_groups[-1][k] for k in ("lr", "weight_decay", "betas")} == \
+        {"lr": 1e-2, "weight_decay": 0.05, "betas": (0.8, 0.9)}
+    for i in range(3):
+        extra.grad = torch.sin(torch.arange(5.0) + i)
+        ref.grad = extra.grad.clone()
+        opt.step()
+        torch_opt.step()
+    torch.testing.assert_close(extra, ref, rtol=0, atol=1e-6)
 
 
 # --------------------------------------------------------------------------- bad arguments

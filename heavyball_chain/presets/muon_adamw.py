@@ -13,7 +13,7 @@ scheduler scales both, and group values can be edited as with any torch optimize
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, cast
 
 import torch
 
@@ -66,7 +66,8 @@ class MuonWithAdamW(ChainOptimizer):
     Param groups: 0 is Muon's (``lr``, ``weight_decay``, ``momentum``, ``nesterov``,
     ``ns_coefficients``, ``eps``, ``ns_steps``, ``adjust_lr_fn``), 1 is AdamW's (``lr``, ``betas``,
     ``eps``, ``weight_decay``); every group holds every name, and each branch reads its own. A group
-    added later must say where it goes: ``add_param_group({"params": ..., "use_muon": True})``.
+    added later must say where it goes: ``add_param_group({"params": ..., "use_muon": True})``;
+    an AdamW one (``use_muon=False``) gets the ``adamw_*`` values for what it does not set.
 
     Args:
         model: the ``torch.nn.Module`` to optimise (its modules and parameter names decide the
@@ -141,7 +142,11 @@ class MuonWithAdamW(ChainOptimizer):
             (muon if choice else adamw).append((name, p))
         if muon_filter is not None:
             check_matrices(muon, "MuonWithAdamW", " and muon_filter routed it to Muon")
-        self._labels: list[str] = []  # per position in the optimizer: the partition's labeler
+        labels: list[str] = []  # per position in the optimizer: the partition's labeler
+        # Groups added later with use_muon=False get these (not the Muon values the optimizer's
+        # defaults hold); public, so that copies and pickles of the optimizer keep them.
+        self.adamw_defaults = {"lr": adamw_lr, "betas": as_tuple(adamw_betas), "eps": adamw_eps,
+                               "weight_decay": adamw_weight_decay}
         branches = {
             "muon": muon_chain(lr=lr, weight_decay=weight_decay, eps=eps),
             "adamw": named_chain(("adam", torch_adam_step(lr, eps=eps)), ("apply", decayed_apply(lr, weight_decay))),
@@ -152,12 +157,23 @@ class MuonWithAdamW(ChainOptimizer):
         groups = [g for g in groups if g["params"]]
         if not groups:
             raise ValueError("model: has no parameter that requires grad")
-        super().__init__(groups, partition(branches, self._labels), compile=compile, lr=lr,
+        super().__init__(groups, partition(branches, labels), compile=compile, lr=lr,
                          weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
                          ns_coefficients=as_tuple(ns_coefficients), eps=eps, ns_steps=ns_steps,
                          adjust_lr_fn=adjust_lr_fn, betas=as_tuple(adamw_betas))
 
+    @property
+    def _labels(self) -> list[str]:
+        """The partition's labels, one per position: read from the transform, so that a copy or
+        an unpickled optimizer extends its own chain's list."""
+        labels = cast(partition, self.transform).labeler
+        assert isinstance(labels, list)
+        return labels
+
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group; it must say ``use_muon``. An AdamW group (``use_muon=False``) gets the
+        ``adamw_*`` values for the ``lr``, ``betas``, ``eps`` and ``weight_decay`` it does not
+        set; a Muon group the optimizer's defaults (the Muon arguments)."""
         use_muon = param_group.get("use_muon") if isinstance(param_group, dict) else None
         if not isinstance(use_muon, bool):
             raise ValueError("param_group: needs 'use_muon': True (Muon: 2-D matrices) or False (AdamW), "
@@ -165,6 +181,8 @@ class MuonWithAdamW(ChainOptimizer):
         params = param_group.get("params")
         params = [params] if isinstance(params, torch.Tensor) else list(params or [])
         param_group = {**param_group, "params": params}
+        if not use_muon:  # (the constructor's AdamW group sets all four)
+            param_group = {**self.adamw_defaults, **param_group}
         if use_muon:
             named = [p if isinstance(p, tuple) else (None, p) for p in params]
             check_matrices([(n, p) for n, p in named if isinstance(p, torch.Tensor)], "MuonWithAdamW",
