@@ -67,3 +67,18 @@ def test_not_a_transform():
 def test_bad_group_value_in_param_group(preset):
     with pytest.raises(ValueError, match="eps"):
         preset([{"params": params(), "eps": -1.0}])
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: T.clip_by_adaptive_norm(minimum=-1e-3), "minimum: expected a finite number >= 0"),
+    (lambda: T.clip_by_adaptive_norm(minimum=float("nan")), "minimum"),
+    (lambda: T.clip_by_adaptive_norm(eps=0.0), "eps: expected a finite number > 0"),
+    (lambda: T.clip_by_adaptive_norm(eps=float("inf")), "eps"),
+    (lambda: T.palm_beta2(scale=-0.8), "scale must be a finite number >= 0"),
+    (lambda: T.palm_beta2(scale=float("nan")), "scale"),
+])
+def test_transform_options_are_checked_at_construction(make, match):
+    """Options that are not hyperparameters (read by every step, never checked there) are
+    refused when the transform is built."""
+    with pytest.raises(ValueError, match=match):
+        make()

@@ -7,7 +7,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..core import Hyper, Transform, non_negative
+from ..core import Hyper, Transform, non_negative, positive
 from ..core import Bucket
 
 __all__ = ["clip_by_adaptive_norm"]
@@ -15,20 +15,21 @@ __all__ = ["clip_by_adaptive_norm"]
 
 class clip_by_adaptive_norm(Transform):  # noqa: N801 - optax-style transform name
     """Adaptive gradient clipping (AGC, Brock et al. 2021, arXiv 2102.06171): scale each
-    tensor's update so that ``||u|| <= clip * max(||p||, 1e-3)``:
+    tensor's update so that ``||u|| <= clip * max(||p||, minimum)``:
 
-        u = u * min(clip * max(||p||, 1e-3) / max(||u||, eps), 1)
+        u = u * min(clip * max(||p||, minimum) / max(||u||, eps), 1)
 
     Norms are per tensor (Frobenius), as HeavyBall does (the paper clips unit-wise, per row).
-    ``gradient_clip_val <= 0`` disables it. Reads ``gradient_clip_val``.
+    ``gradient_clip_val = 0`` disables it. Reads ``gradient_clip_val``.
 
     Args:
         gradient_clip_val: ``clip``, the largest ratio ``||u|| / max(||p||, minimum)``, a finite
             number >= 0 (0 disables the clipping; or a schedule ``f(t)``). The default of the
             ``gradient_clip_val`` hyperparameter.
-        minimum: the floor of ``||p||`` (1e-3 by default, as above), so zero-initialised tensors
-            can move; not a hyperparameter.
-        eps: the floor of ``||u||`` (avoids dividing by zero), default 1e-8; not a hyperparameter.
+        minimum: the floor of ``||p||``, a finite number >= 0 (default 1e-3, HeavyBall's), so
+            zero-initialised tensors can move; not a hyperparameter.
+        eps: the floor of ``||u||``, a finite number > 0 (avoids dividing by zero), default 1e-8;
+            not a hyperparameter.
 
     Examples:
         ``||p|| = 5`` allows ``||u|| <= 0.5``: a gradient of norm 10 is scaled to 0.5, one of
@@ -50,6 +51,9 @@ class clip_by_adaptive_norm(Transform):  # noqa: N801 - optax-style transform na
     def __init__(self, gradient_clip_val: float | Callable[[int], float] = 0.1, minimum: float = 1e-3,
                  eps: float = 1e-8):
         self.hyperparams = {"gradient_clip_val": Hyper(gradient_clip_val, non_negative)}
+        for name, value, check in (("minimum", minimum, non_negative), ("eps", eps, positive)):
+            if check(value) is not None:  # fixed options, read in every step: refused here, not there
+                raise ValueError(f"{name}: expected {check(value)}, got {value!r}")
         self.minimum, self.eps = minimum, eps
 
     def update(self, updates: list[torch.Tensor], bucket: Bucket) -> Sequence[torch.Tensor | None] | None:

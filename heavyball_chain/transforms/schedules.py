@@ -26,7 +26,7 @@ class palm_beta2(Schedule):  # noqa: N801 - optax-style name
     Use it as the second beta: ``scale_by_laprop(betas=(0.9, palm_beta2()))``.
 
     Args:
-        scale: the exponent, a fixed number (> 0 for beta2 to grow towards 1; not checked);
+        scale: the exponent, a fixed finite number >= 0 (> 0 for beta2 to grow towards 1);
             or None (the default): read the group's ``beta2_scale`` hyperparameter (a number
             >= 0, default 0.8), which the schedule then declares.
 
@@ -42,6 +42,11 @@ class palm_beta2(Schedule):  # noqa: N801 - optax-style name
     """
 
     scale: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.scale is not None and non_negative(self.scale) is not None:
+            raise ValueError(f"palm_beta2: scale must be {non_negative(self.scale)} or None (read beta2_scale), "
+                             f"got {self.scale!r}")
 
     @property
     def hyperparams(self) -> dict[str, Hyper]:  # type: ignore[override]
