@@ -460,7 +460,7 @@ class scale_by_rms(Convention, Transform):  # noqa: N801
 
     The preconditioner of schedule-free AdamW (it takes no momentum; schedule_free averages);
     ``debias="divide_root", eps_mode="add"`` is schedulefree's, ``u = g / (sqrt(v / (1 - b2^t)) + eps)``
-    with the raw EMA v. Reads ``betas`` (only beta2) and ``eps``. State: ``exp_avg_sq`` (fp32).
+    with the raw EMA v. Reads ``betas`` (only beta2) and ``eps``. State: ``exp_avg_sq`` (compute dtype).
 
     Args:
         betas: ``(b1, b2)``, each in [0, 1) (either may be a schedule ``f(t)``); only ``b2``, the
