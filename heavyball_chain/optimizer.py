@@ -538,6 +538,8 @@ class ChainOptimizer(torch.optim.Optimizer):
             if not name.startswith("_"):
                 state.setdefault(name, value)
         state["_hyperparams"] = self._hyperparams
+        if "_eval_mode" in self.__dict__:  # eval() called before parameters had state to record it
+            state["_eval_mode"] = self._eval_mode
         state.pop("_fuser", None)  # compiled kernels are rebuilt, not pickled
         state.pop("_checked_values", None)  # keyed by object ids: not valid in another process
         return state

@@ -99,6 +99,9 @@ def test_step_after_eval_before_any_step_raises_until_train():
         train(model, opt, 1)
     assert all(torch.equal(a, b) for a, b in zip(model.parameters(), before))
     assert not any(opt.state.values())
+    copied = copy.deepcopy((model, opt))  # the mode travels with the optimizer
+    with pytest.raises(RuntimeError, match="train\\(\\)"):
+        train(*copied, 1)
     opt.train()
     train(model, opt, 3)
     train(twin, twin_opt, 3)
