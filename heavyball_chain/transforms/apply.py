@@ -7,7 +7,8 @@ import torch
 from ..core import Bucket, Slot, Transform
 from typing import Any, Sequence
 
-__all__ = ["apply_updates", "stochastic_round_apply", "stochastic_round_", "StochasticWriter", "seed_for"]
+__all__ = ["apply_updates", "stochastic_round_apply", "stochastic_round_", "StochasticWriter", "seed_for",
+           "mix_seed"]
 
 _MIX = 0x9E3779B97F4A7C15  # odd 64-bit constant (golden ratio) to spread seeds
 _MASK = (1 << 63) - 1
@@ -47,10 +48,18 @@ def stochastic_round_(target: torch.Tensor, source: torch.Tensor, generator: tor
     target.copy_(noise.view(torch.float32))
 
 
+def mix_seed(seed: int, offset: int) -> int:
+    """``(seed * φ64 + offset) mod 2^63``: a 63-bit seed derived from ``seed`` and an offset (a
+    position, a step), spread by an odd multiplier so that nearby seeds and offsets give distant
+    generator states. The one place the seed arithmetic lives (``seed_for``, the writer's and
+    ``add_noise``'s per-step generators)."""
+    return (seed * _MIX + offset) & _MASK
+
+
 def seed_for(seed: int, position: int) -> int:
     """A 63-bit seed for the parameter at ``position`` in the optimizer (over all param groups):
     distinct per parameter, the same after a resume or an ``add_param_group``."""
-    return (seed * _MIX + position + 1) & _MASK
+    return mix_seed(seed, position + 1)
 
 
 class StochasticWriter:
@@ -121,7 +130,7 @@ class StochasticWriter:
             return
         gen = torch.Generator(device=bucket.params[0].device)
         seed = bucket.states[0][bucket.key("seed")]
-        gen.manual_seed((seed * _MIX + 4 * bucket.step + stream) & _MASK)
+        gen.manual_seed(mix_seed(seed, 4 * bucket.step + stream))
         for p, v in zip(bucket.params, values):
             stochastic_round_(p, v, gen)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..core import Bucket, Hyper, Slot, Transform, finite, non_negative, positive, unit_interval, zeros_state
-from .apply import _MASK, _MIX, seed_for
+from .apply import mix_seed, seed_for
 from typing import Any, Callable, Sequence
 
 __all__ = ["clip_by_global_norm", "clip_by_value", "add_noise", "trace", "scale_by_sign", "cautious"]
@@ -147,7 +147,7 @@ class add_noise(Transform):  # noqa: N801
         out = []
         seeds: list[int] = [s[bucket.key("seed")] for s in bucket.states]
         for u, seed in zip(updates, seeds):
-            gen.manual_seed((seed * _MIX + bucket.step) & _MASK)
+            gen.manual_seed(mix_seed(seed, bucket.step))
             out.append(torch.randn(u.shape, generator=gen, device=u.device, dtype=u.dtype).mul_(std).add_(u))
         return out
 
