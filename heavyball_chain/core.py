@@ -36,6 +36,7 @@ except ImportError:  # pragma: no cover - torch built without distributed
     DTensor = ()  # type: ignore[assignment,misc]
 
 __all__ = [
+    "AllOf",
     "Elements",
     "Fresh",
     "Borrowed",
@@ -140,10 +141,17 @@ class Elements:
     def __call__(self, value: Any) -> str | None:
         if not isinstance(value, (tuple, list)) or len(value) != len(self.checks):
             return self.what
-        for check, v in zip(self.checks, value):
-            if not has_schedule(v) and check(v) is not None:
-                return self.what
+        for i, (check, v) in enumerate(zip(self.checks, value)):
+            expected = None if has_schedule(v) else check(v)
+            if expected is not None:
+                return f"{self.what}, element {i} {expected}"
         return None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Elements) and (self.what, self.checks) == (other.what, other.checks)
+
+    def __hash__(self) -> int:
+        return hash((self.what, self.checks))
 
     def validate(self, name: str, value: Sequence) -> None:
         if len(value) != len(self.checks):
@@ -252,7 +260,45 @@ def merge_hyperparams(into: dict[str, Hyper], new: dict[str, Hyper], who: str) -
                 f"hyperparameter {name!r} is declared with default {old.default!r} and, by {who}, "
                 f"with default {hyper.default!r}; give both transforms the same default"
             )
-        into.setdefault(name, hyper)
+        into[name] = hyper if old is None else _both(old, hyper)
+
+
+def _both(a: Hyper, b: Hyper) -> Hyper:
+    """One declaration for a hyperparameter two transforms read: a value must pass both checks, a
+    tensor is admitted only if both admit it, and it is fixed if either needs it fixed."""
+    if a == b:
+        return a
+    check = b.check if a.check is None else a.check if b.check is None else _all_checks(a.check, b.check)
+    return Hyper(a.default, check, a.tensor and b.tensor, a.fixed or b.fixed)
+
+
+def _all_checks(a: Callable[[Any], str | None], b: Callable[[Any], str | None]) -> Callable[[Any], str | None]:
+    if a == b:
+        return a
+    if isinstance(a, Elements) and isinstance(b, Elements) and len(a.checks) == len(b.checks):
+        what = a.what if a.what == b.what else f"a tuple of {len(a.checks)} numbers"
+        return Elements(what, *(_all_checks(x, y) for x, y in zip(a.checks, b.checks)))
+    return AllOf(a, b)
+
+
+class AllOf:
+    """A check passed by the values that pass every one of ``checks``; it reports the first failure."""
+
+    def __init__(self, *checks: Callable[[Any], str | None]):
+        self.checks = checks
+
+    def __call__(self, value: Any) -> str | None:
+        for check in self.checks:
+            expected = check(value)
+            if expected is not None:
+                return expected
+        return None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, AllOf) and self.checks == other.checks
+
+    def __hash__(self) -> int:
+        return hash(self.checks)
 
 
 def _same_default(a: Any, b: Any) -> bool:

@@ -130,6 +130,34 @@ def test_a_schedule_is_checked_when_evaluated_and_the_step_is_refused():
     assert_same(before, snapshot(opt))
 
 
+
+@pytest.mark.parametrize("order", [1, -1])
+@pytest.mark.parametrize("first, second, kwargs, match", [
+    # Lion allows beta2 = 1, Adam does not: the chain refuses it, whichever transform comes first.
+    (T.scale_by_lion, T.scale_by_adam, {"betas": (0.9, 1.0)}, r"betas.*element 1 a number in \[0, 1\)|betas\[1\]"),
+    # RMSprop allows eps = 0 (as torch does), Adam's max(sqrt(v), eps) does not.
+    (T.scale_by_rmsprop, T.scale_by_adam, {"eps": 0.0}, "eps: .*expected a finite number > 0"),
+])
+def test_a_hyperparameter_two_transforms_read_must_pass_both_checks(first, second, kwargs, match, order):
+    """The merged declaration used to keep the first transform's check only."""
+    a, b = (first(), second())[::order]
+    tx = hc.chain(a, b, T.scale_by_learning_rate(), T.apply_updates())
+    with pytest.raises(ValueError, match=match):
+        hc.ChainOptimizer([torch.nn.Parameter(torch.ones(3))], tx, **kwargs)
+    opt = hc.ChainOptimizer([torch.nn.Parameter(torch.ones(3))], tx)
+    with pytest.raises(ValueError, match=match):
+        opt.add_param_group({"params": [torch.nn.Parameter(torch.ones(3))], **kwargs})
+    assert len(opt.param_groups) == 1
+    # A schedule is checked when evaluated, and the refused step changes nothing.
+    scheduled = {k: (lambda t, v=v: v) if k == "eps" else (v[0], lambda t, v=v: v[1]) for k, v in kwargs.items()}
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = hc.ChainOptimizer([p], tx, **scheduled)
+    p.grad = torch.ones(3)
+    before = snapshot(opt)
+    with pytest.raises(ValueError, match=match):
+        opt.step()
+    assert_same(before, snapshot(opt))
+
 @pytest.mark.parametrize("name,value,match", [
     ("betas", (0.9, 1), r"betas\[1\]"),
     ("betas", (0.9,), "betas"),
