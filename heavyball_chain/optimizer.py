@@ -12,6 +12,7 @@ any torch optimizer.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections import defaultdict
 from itertools import chain as iter_chain
@@ -73,6 +74,18 @@ def _restored(name: str, saved: Any, current: Any) -> Any:
         raise ValueError(f"{name}: the checkpoint has {saved!r} where this optimizer has the "
                          f"{_schedule_marker(current)[1:-1]} (saved by another optimizer?)")
     return saved
+
+
+_OPTIONS: dict[type, frozenset[str]] = {}
+
+
+def _constructor_options(cls: type) -> frozenset[str]:
+    """The named arguments of an optimizer class's constructor, but ``params``."""
+    if cls not in _OPTIONS:
+        parameters = inspect.signature(cls).parameters.values()
+        _OPTIONS[cls] = frozenset(p.name for p in parameters
+                                  if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)) - {"params"}
+    return _OPTIONS[cls]
 
 
 @overload
@@ -178,19 +191,40 @@ class ChainOptimizer(torch.optim.Optimizer):
             tensors.append(tensor)
         if len({id(t) for t in tensors}) != len(tensors):
             raise ValueError("params: a parameter appears twice in one param group (it would be stepped twice)")
+        self._refuse_options(param_group)
         candidate = {**self.defaults, **param_group}
+        # schedules given in this group may read names of their own (palm_beta2 reads beta2_scale)
         extras: dict[str, Hyper] = {}
-        for value in candidate.values():
-            for extra, hyper in schedule_hyperparams(value).items():
-                extras.setdefault(extra, hyper)
-                candidate.setdefault(extra, hyper.default)
+        for name, value in list(candidate.items()):
+            merge_hyperparams(extras, schedule_hyperparams(value), f"the schedule given for {name!r}")
+        extras = {k: h for k, h in extras.items() if k not in self._hyperparams}
+        for extra, hyper in extras.items():
+            candidate.setdefault(extra, hyper.default)
         for name, hyper in {**extras, **self._hyperparams}.items():
             hyper.validate(name, candidate[name])
         super().add_param_group({**param_group, "params": params} if params is not None else param_group)
-        group = self.param_groups[-1]
-        for extra, hyper in extras.items():
-            group.setdefault(extra, hyper.default)
-            self._hyperparams.setdefault(extra, hyper)
+        for extra, hyper in extras.items():  # every group holds every hyperparameter
+            self._hyperparams[extra] = hyper
+            self.defaults.setdefault(extra, hyper.default)
+            for group in self.param_groups:
+                group.setdefault(extra, hyper.default)
+
+    # Constructor arguments that are param-group keys all the same (the groups hold them).
+    group_keys: frozenset[str] = frozenset()
+
+    def _refuse_options(self, group: dict) -> None:
+        """A param-group key that is one of the optimizer's constructor arguments but no
+        hyperparameter (``maximize``, ``amsgrad``, ``nesterov``: they shape the chain; HeavyBall's
+        PaLM ``beta``) would be kept and silently ignored, where torch.optim and HeavyBall read it
+        per group: refused, naming it."""
+        options = _constructor_options(type(self)) - set(self._hyperparams) - self.group_keys
+        found = sorted(options & set(group))
+        if found:
+            raise ValueError(
+                f"{found[0]!r} in a param group: it is an argument of {type(self).__name__}(...) that shapes the "
+                f"whole optimizer, not a per-group value (the groups hold {sorted(self._hyperparams)}); "
+                f"pass it to the constructor, or build a second optimizer for these parameters"
+                + (f" (or set the group's {found[0] + 's'!r})" if found[0] + "s" in self._hyperparams else ""))
 
     def _check_param_dtype(self, p: torch.Tensor, i: int) -> None:
         if p.is_complex():
@@ -208,6 +242,7 @@ class ChainOptimizer(torch.optim.Optimizer):
         object, immutable; a scheduler sets new ones); tensors, lists and dicts always are (they
         change in place). Returns the values now known to be valid."""
         known = {} if known is None else known
+        self._refuse_options(group)
         for name, hyper in self._hyperparams.items():
             if name not in group:
                 raise ValueError(f"{name}: missing from a param group (every group holds every hyperparameter)")
@@ -304,8 +339,7 @@ class ChainOptimizer(torch.optim.Optimizer):
             raise RuntimeError("step() called in eval mode: call optimizer.train() before training")
         checking = any(type(t).check_step is not Transform.check_step for t in transforms_in(self.transform))
         for bucket in buckets:
-            if self.capturable:
-                self._check_devices(bucket)
+            self._check_devices(bucket)
             for name in self._hyperparams:
                 if has_schedule(bucket.group[name]):
                     bucket.hp(name, step=bucket.step)  # the host's count: checked as numbers
@@ -314,15 +348,22 @@ class ChainOptimizer(torch.optim.Optimizer):
                     t.check_step(view)
 
     def _check_devices(self, bucket: Bucket) -> None:
-        """Capturable: a tensor hyperparameter must be on the parameters' device. A CPU lr would be
-        copied to the GPU by every step, and a captured graph keeps the value copied at capture."""
+        """A tensor hyperparameter is on the parameters' device or, unless capturable, the CPU (a
+        0-d CPU tensor is a scalar to a GPU kernel). Elsewhere (the ``meta`` device, another GPU) a
+        foreach kernel may silently skip it. Capturable: a CPU lr would be copied to the GPU by
+        every step, and a captured graph keeps the value copied at capture."""
         device = bucket.params[0].device
         for name in self._hyperparams:
             value = bucket.group[name]
-            if isinstance(value, torch.Tensor) and value.device != device:
+            if not isinstance(value, torch.Tensor) or value.device == device:
+                continue
+            if self.capturable:
                 raise ValueError(f"capturable=True: {name} is a tensor on {value.device}, the parameters are on "
                                  f"{device}; a captured graph would keep the value it copied at the capture. Create "
                                  f"{name} on {device}")
+            if value.device.type != "cpu":
+                raise ValueError(f"{name}: a tensor on {value.device}, the parameters are on {device}; create "
+                                 f"{name} on {'the CPU' if device.type == 'cpu' else f'{device} or the CPU'}")
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:

@@ -596,3 +596,72 @@ def test_the_references_checkpoint_is_refused_by_its_drop_in(name):
     with pytest.raises(ValueError, match="not saved by a heavyball_chain optimizer"):
         ours.load_state_dict(ref.state_dict())
     assert_same(before, snapshot(ours))
+
+
+@pytest.mark.parametrize("cls, key, value", [
+    (hc.Adam, "maximize", True), (hc.Adam, "amsgrad", True), (hc.Adam, "decoupled_weight_decay", True),
+    (hc.SGD, "nesterov", True), (hc.RMSprop, "centered", True), (hc.NAdam, "decoupled_weight_decay", True),
+    (hc.PaLMForeachSOAP, "beta", 0.5), (hc.PaLMForeachSFAdamW, "beta", 0.5), (hc.ForeachAdamW, "compile", True),
+], ids=lambda v: getattr(v, "__name__", str(v)))
+def test_a_constructor_option_in_a_param_group_is_refused(cls, key, value):
+    """torch.optim reads these flags per group (HeavyBall 0.8.1 PaLM's ``beta`` too); here they shape
+    the chain, and a group holding one was kept and silently ignored (Adam with a group's
+    ``maximize`` descended: 9.7e-2 from torch after 10 steps)."""
+    with pytest.raises(ValueError, match=f"'{key}' in a param group"):
+        cls([{"params": [torch.nn.Parameter(torch.ones(3))], key: value}])
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = cls([p])
+    with pytest.raises(ValueError, match=f"'{key}' in a param group"):
+        opt.add_param_group({"params": [torch.nn.Parameter(torch.ones(3))], key: value})
+    assert len(opt.param_groups) == 1
+    opt.param_groups[0][key] = value  # set later, as a user or a scheduler would
+    p.grad = torch.ones(3)
+    before = snapshot(opt)
+    with pytest.raises(ValueError, match=f"'{key}' in a param group"):
+        opt.step()
+    assert_same(before, snapshot(opt))
+
+
+def test_other_group_keys_are_kept_as_torch_keeps_them():
+    """Keys that are no constructor argument (a name, a scheduler's ``initial_lr``) are the user's."""
+    opt = hc.AdamW([{"params": [torch.nn.Parameter(torch.ones(3))], "name": "decoder", "initial_lr": 1e-3}])
+    assert opt.param_groups[0]["name"] == "decoder"
+
+
+@pytest.mark.parametrize("how", ["constructor", "add_param_group"])
+def test_a_group_schedule_with_hyperparameters_of_its_own(how):
+    """``betas=(0.9, palm_beta2())`` in one group (palm_beta2 reads ``beta2_scale``): every group
+    gets ``beta2_scale``, and the group steps as an optimizer built with those betas does. It
+    raised "dictionary changed size during iteration", and with ``beta2_scale`` given, left the
+    other groups without it so that no step could run."""
+    a, b = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(3))
+    group = {"params": [b], "betas": (0.9, T.palm_beta2()), "beta2_scale": 0.5}
+    if how == "constructor":
+        opt = hc.ForeachAdamW([{"params": [a]}, group])
+    else:
+        opt = hc.ForeachAdamW([a])
+        opt.add_param_group(group)
+    assert [g["beta2_scale"] for g in opt.param_groups] == [0.8, 0.5]
+    ref_p = torch.nn.Parameter(torch.ones(3))
+    ref = hc.ForeachAdamW([{"params": [ref_p], "beta2_scale": 0.5}], betas=(0.9, T.palm_beta2()))
+    for t in range(3):
+        a.grad, b.grad, ref_p.grad = (torch.tensor([1.0, -2.0, 0.5]) * (t + 1) for _ in range(3))
+        opt.step()
+        ref.step()
+    assert torch.equal(b, ref_p)
+    opt.add_param_group({"params": [torch.nn.Parameter(torch.ones(2))]})
+    assert opt.param_groups[-1]["beta2_scale"] == 0.8
+
+
+@pytest.mark.parametrize("cls", [hc.ForeachAdamW, hc.AdamW, hc.Muon], ids=lambda c: c.__name__)
+def test_a_tensor_lr_elsewhere_than_the_parameters_or_the_cpu_is_refused(cls):
+    """A ``meta`` lr (or one on another GPU) reached the foreach kernels, which skipped it: the
+    parameters moved by +update instead of -lr update. Refused before anything changes."""
+    p = torch.nn.Parameter(torch.ones(3, 3))
+    opt = cls([p], lr=0.1)
+    opt.param_groups[0]["lr"] = torch.tensor(0.1, device="meta")
+    p.grad = torch.ones(3, 3)
+    before = snapshot(opt)
+    with pytest.raises(ValueError, match="lr: a tensor on meta, the parameters are on cpu; create lr on the CPU"):
+        opt.step()
+    assert_same(before, snapshot(opt))
