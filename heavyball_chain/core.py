@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence, Union
 
 import torch
 
@@ -37,6 +37,10 @@ except ImportError:  # pragma: no cover - torch built without distributed
 
 __all__ = [
     "AllOf",
+    "Count",
+    "Flag",
+    "LR",
+    "Scalar",
     "Elements",
     "Fresh",
     "Borrowed",
@@ -75,8 +79,9 @@ class Hyper:
     ``tensor=True`` also admits a one-element floating-point tensor (``lr``, as torch.optim does:
     compiled and CUDA-graph training change it in place); its value is checked where reading it
     costs no device synchronisation (on the CPU, or outside a step). ``fixed=True`` refuses a
-    schedule: the value decides the shapes of state built at a parameter's first step (SOAP's
-    ``max_precond_dim``), so it cannot change.
+    schedule, for a value that decides the state built at a parameter's first step (its shapes,
+    SOAP's ``max_precond_dim``, or its initial value, Adagrad's ``initial_accumulator_value``), so
+    it cannot change, or that chooses between formulas (Muon's ``adjust_lr_fn``).
     """
 
     default: Any
@@ -88,7 +93,8 @@ class Hyper:
         """Raise ``ValueError`` (naming ``name``) unless ``value`` is valid."""
         if self.fixed and has_schedule(value):
             raise ValueError(f"{name}: expected a fixed value, got the schedule {value!r}; {name} decides the "
-                             f"shapes of state built at a parameter's first step, so it cannot change")
+                             f"state built at a parameter's first step or chooses between formulas, so it "
+                             f"cannot change")
         if self.check is None:
             return
         if isinstance(value, torch.Tensor):
@@ -221,6 +227,14 @@ class Schedule:
 
     def __call__(self, step: int) -> Any:
         return self.at(step, {k: h.default for k, h in self.hyperparams.items()})
+
+
+# What a hyperparameter argument accepts, for annotations: a value, or a schedule ``f(t)`` of the
+# step giving one (every hyperparameter not declared ``fixed``); ``lr`` may also be a tensor.
+Scalar = Union[float, Callable[[int], float]]
+Count = Union[int, Callable[[int], int]]
+Flag = Union[bool, Callable[[int], bool]]
+LR = Union[float, torch.Tensor, Callable[[int], float]]
 
 
 def has_schedule(value: Any) -> bool:

@@ -8,11 +8,9 @@ whose sign disagrees with the gradient are dropped, the rest rescaled, before we
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Union
+from typing import Any, Iterable
 
-import torch
-
-from ..core import Chain, Transform, named_chain
+from ..core import LR, Chain, Count, Scalar, Transform, named_chain
 from ..optimizer import ChainOptimizer
 from ..transforms import (
     add_decayed_weights,
@@ -26,10 +24,6 @@ from ..transforms import (
 from ..transforms.schedules import step_power
 
 __all__ = ["ForeachAdamW", "ForeachLaProp", "ForeachADOPT", "decoupled"]
-
-# A hyperparameter value: a number or a schedule f(t) (a ``Schedule`` or any callable of the step).
-_Value = Union[float, Callable[[int], float]]
-_LR = Union[float, torch.Tensor, Callable[[int], float]]
 
 
 def decoupled(moments: Transform, cautious: bool = False) -> Chain:
@@ -86,8 +80,8 @@ class ForeachAdamW(ChainOptimizer):
         tensor([ 0.8500, -1.8000])
     """
 
-    def __init__(self, params: Iterable[Any], lr: _LR = 0.0025, betas: tuple[_Value, _Value] = (0.9, 0.99),
-                 eps: float = 1e-8, weight_decay: float = 0.0, warmup_steps: int = 0, compile: bool = False, *,
+    def __init__(self, params: Iterable[Any], lr: LR = 0.0025, betas: tuple[Scalar, Scalar] = (0.9, 0.99),
+                 eps: Scalar = 1e-8, weight_decay: Scalar = 0.0, warmup_steps: Count = 0, compile: bool = False, *,
                  cautious: bool = False, capturable: bool = False) -> None:
         super().__init__(params, decoupled(scale_by_adam(), cautious), compile=compile, capturable=capturable,
                          lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, warmup_steps=warmup_steps)
@@ -132,8 +126,8 @@ class ForeachLaProp(ChainOptimizer):
         tensor([ 0.8000, -1.8000])
     """
 
-    def __init__(self, params: Iterable[Any], lr: _LR = 0.0025, betas: tuple[_Value, _Value] = (0.9, 0.99),
-                 eps: float = 1e-8, weight_decay: float = 0.0, warmup_steps: int = 0, compile: bool = False, *,
+    def __init__(self, params: Iterable[Any], lr: LR = 0.0025, betas: tuple[Scalar, Scalar] = (0.9, 0.99),
+                 eps: Scalar = 1e-8, weight_decay: Scalar = 0.0, warmup_steps: Count = 0, compile: bool = False, *,
                  cautious: bool = False, capturable: bool = False) -> None:
         super().__init__(params, decoupled(scale_by_laprop(), cautious), compile=compile, capturable=capturable,
                          lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, warmup_steps=warmup_steps)
@@ -187,9 +181,9 @@ class ForeachADOPT(ChainOptimizer):
         tensor([ 0.9500, -1.9000])
     """
 
-    def __init__(self, params: Iterable[Any], lr: _LR = 0.0025, betas: tuple[_Value, _Value] = (0.9, 0.99),
-                 eps: float = 1e-8, weight_decay: float = 0.0, warmup_steps: int = 0,
-                 clip: _Value | None = step_power(0.25), compile: bool = False, *, cautious: bool = False,
+    def __init__(self, params: Iterable[Any], lr: LR = 0.0025, betas: tuple[Scalar, Scalar] = (0.9, 0.99),
+                 eps: Scalar = 1e-8, weight_decay: Scalar = 0.0, warmup_steps: Count = 0,
+                 clip: Scalar | None = step_power(0.25), compile: bool = False, *, cautious: bool = False,
                  capturable: bool = False) -> None:
         super().__init__(params, decoupled(scale_by_adopt(), cautious), compile=compile, capturable=capturable,
                          lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, warmup_steps=warmup_steps, clip=clip)

@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import torch
 
-from ..core import Chain, named_chain
+from ..core import LR, Chain, Count, Scalar, named_chain
 from ..optimizer import ChainOptimizer
 from ..transforms.ademamix import scale_by_ademamix
 from ..transforms.apply import stochastic_round_apply
@@ -88,10 +88,10 @@ class AdEMAMix(ChainOptimizer):
     """
 
     def __init__(self, params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
-                 lr: float | torch.Tensor | Callable[[int], float] = 1e-3,
-                 betas: Sequence[float | Callable[[int], float]] = (0.9, 0.999, 0.9999), alpha: float = 2.0,
-                 beta3_warmup: int | None = None, alpha_warmup: int | None = None, eps: float = 1e-8,
-                 weight_decay: float = 0, *, compile: bool = False, cautious: bool = False) -> None:
+                 lr: LR = 1e-3,
+                 betas: Sequence[Scalar] = (0.9, 0.999, 0.9999), alpha: Scalar = 2.0,
+                 beta3_warmup: Count | None = None, alpha_warmup: Count | None = None, eps: Scalar = 1e-8,
+                 weight_decay: Scalar = 0, *, compile: bool = False, cautious: bool = False) -> None:
         super().__init__(params, ademamix_chain(cautious), compile=compile, lr=lr, betas=betas, alpha=alpha,
                          beta3_warmup=beta3_warmup, alpha_warmup=alpha_warmup, eps=eps,
                          weight_decay=weight_decay)

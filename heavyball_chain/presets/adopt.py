@@ -27,11 +27,12 @@ numbers.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import torch
 
 from ..optimizer import ChainOptimizer
+from ..core import LR, Scalar
 from ..transforms.moments import scale_by_adopt
 from ..transforms.schedules import step_power
 from .torch_adam import adam_chain
@@ -91,9 +92,9 @@ class ADOPT(ChainOptimizer):
     """
 
     def __init__(self, params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
-                 lr: float | torch.Tensor | Callable[[int], float] = 1e-3,
-                 betas: Sequence[float | Callable[[int], float]] = (0.9, 0.9999), eps: float = 1e-6,
-                 clip_lambda: float | Callable[[int], float] | None = step_power(0.25), weight_decay: float = 0.0,
+                 lr: LR = 1e-3,
+                 betas: Sequence[Scalar] = (0.9, 0.9999), eps: Scalar = 1e-6,
+                 clip_lambda: Scalar | None = step_power(0.25), weight_decay: Scalar = 0.0,
                  decouple: bool = False, *, foreach: bool | None = None, maximize: bool = False,
                  capturable: bool = False, differentiable: bool = False, fused: bool | None = None,
                  compile: bool = False, cautious: bool = False) -> None:

@@ -6,11 +6,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import torch
 
-from ..core import named_chain, positive
+from ..core import LR, Scalar, named_chain, positive
 from ..optimizer import ChainOptimizer
 from ..transforms.apply import stochastic_round_apply
 from ..transforms.lion import scale_by_lion
@@ -25,7 +25,7 @@ def _check_flag(name: str, value: object) -> bool:
     return value
 
 
-def _initial_lr(lr: float | torch.Tensor | Callable[[int], float]) -> float | None:
+def _initial_lr(lr: LR) -> float | None:
     """The constructor's lr as a float (lion-pytorch asserts ``lr > 0``); ``None`` for a schedule."""
     value: float | torch.Tensor
     if isinstance(lr, torch.Tensor) and lr.numel() == 1 and lr.dtype.is_floating_point:
@@ -87,8 +87,8 @@ class Lion(ChainOptimizer):
     """
 
     def __init__(self, params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
-                 lr: float | torch.Tensor | Callable[[int], float] = 1e-4,
-                 betas: Sequence[float | Callable[[int], float]] = (0.9, 0.99), weight_decay: float = 0.0,
+                 lr: LR = 1e-4,
+                 betas: Sequence[Scalar] = (0.9, 0.99), weight_decay: Scalar = 0.0,
                  use_triton: bool = False, decoupled_weight_decay: bool = False, *, compile: bool = False) -> None:
         _check_flag("use_triton", use_triton)
         decoupled = _check_flag("decoupled_weight_decay", decoupled_weight_decay)

@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Sequence, cast
+from typing import Any, Iterable, Sequence, cast
 
 import torch
 
-from ..core import Transform, Hyper, has_schedule, betas_pair, named_chain, non_negative
+from ..core import LR, Hyper, Scalar, Transform, betas_pair, has_schedule, named_chain, non_negative
 from ..optimizer import ChainOptimizer
 from ..transforms.apply import stochastic_round_apply
 from ..transforms.gradient import cautious as cautious_mask
@@ -142,12 +142,12 @@ class MARS(ChainOptimizer):
     """
 
     def __init__(self, params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
-                 lr: float | torch.Tensor | Callable[[int], float] = 3e-3,
-                 betas: Sequence[float | Callable[[int], float]] = (0.95, 0.99), eps: float = 1e-8,
-                 weight_decay: float = 0., amsgrad: bool = False, gamma: float = 0.025,
+                 lr: LR = 3e-3,
+                 betas: Sequence[Scalar] = (0.95, 0.99), eps: Scalar = 1e-8,
+                 weight_decay: Scalar = 0., amsgrad: bool = False, gamma: Scalar = 0.025,
                  is_approx: bool = True, mars_type: str = "mars-adamw", optimize_1d: bool = False,
-                 lr_1d: float = 3e-3, betas_1d: Sequence[float | Callable[[int], float]] = (0.9, 0.95),
-                 weight_decay_1d: float = 0.1, *, compile: bool = False, cautious: bool = False) -> None:
+                 lr_1d: float = 3e-3, betas_1d: Sequence[Scalar] = (0.9, 0.95),
+                 weight_decay_1d: Scalar = 0.1, *, compile: bool = False, cautious: bool = False) -> None:
         if mars_type not in _MARS_TYPES:
             raise ValueError(f"mars_type: expected one of {list(_MARS_TYPES)}, got {mars_type!r}")
         if mars_type != "mars-adamw":

@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence, cast
 
 import torch
 
-from ..core import as_tuple, named_chain
+from ..core import LR, Count, Flag, Scalar, as_tuple, named_chain
 from ..optimizer import ChainOptimizer
 from ..transforms.muon import NS_COEFFICIENTS, decayed_apply, torch_adam_step
 from ..transforms.wrappers import partition
@@ -88,8 +88,8 @@ class MuonWithAdamW(ChainOptimizer):
         ns_steps: the number of Newton–Schulz iterations, an integer in [0, 100). The default of
             the ``ns_steps`` hyperparameter.
         adjust_lr_fn: Muon's lr ratio for an ``A x B`` matrix: None or ``"original"``
-            ``sqrt(max(1, A/B))``, ``"match_rms_adamw"`` ``0.2 sqrt(max(A, B))``. The default of the
-            ``adjust_lr_fn`` hyperparameter.
+            ``sqrt(max(1, A/B))``, ``"match_rms_adamw"`` ``0.2 sqrt(max(A, B))``; fixed (not a
+            schedule). The default of the ``adjust_lr_fn`` hyperparameter.
         adamw_lr: the AdamW group's learning rate (group 1's ``lr``), as ``lr``.
         adamw_betas: the AdamW group's ``(beta1, beta2)``, each in [0, 1) (group 1's ``betas``).
         adamw_eps: the AdamW group's eps, added to the root ``sqrt(v̂) + eps``; >= 0 (group 1's
@@ -117,12 +117,12 @@ class MuonWithAdamW(ChainOptimizer):
         True
     """
 
-    def __init__(self, model: torch.nn.Module, lr: float | torch.Tensor | Callable[[int], float] = 0.02,
-                 weight_decay: float = 0.1, momentum: float | Callable[[int], float] = 0.95, nesterov: bool = True,
-                 ns_coefficients: Sequence[float] = NS_COEFFICIENTS, eps: float = 1e-7, ns_steps: int = 5,
-                 adjust_lr_fn: str | None = None, *, adamw_lr: float | torch.Tensor | Callable[[int], float] = 3e-4,
-                 adamw_betas: Sequence[float | Callable[[int], float]] = (0.9, 0.999), adamw_eps: float = 1e-8,
-                 adamw_weight_decay: float = 0.01,
+    def __init__(self, model: torch.nn.Module, lr: LR = 0.02,
+                 weight_decay: Scalar = 0.1, momentum: Scalar = 0.95, nesterov: Flag = True,
+                 ns_coefficients: Sequence[Scalar] = NS_COEFFICIENTS, eps: Scalar = 1e-7, ns_steps: Count = 5,
+                 adjust_lr_fn: str | None = None, *, adamw_lr: LR = 3e-4,
+                 adamw_betas: Sequence[Scalar] = (0.9, 0.999), adamw_eps: Scalar = 1e-8,
+                 adamw_weight_decay: Scalar = 0.01,
                  muon_filter: Callable[[str, torch.Tensor], bool] | None = None, compile: bool = False) -> None:
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"model: expected a torch.nn.Module (its parameter names decide the routing), "

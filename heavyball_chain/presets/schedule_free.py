@@ -9,21 +9,17 @@ averaging weights from the largest lr so far.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Union
+from typing import Any, Iterable
 
 import torch
 
-from ..core import Chain, named_chain
+from ..core import LR, Chain, Count, Scalar, named_chain
 from ..optimizer import ChainOptimizer
 from ..transforms import add_decayed_weights, scale_by_rms, schedule_free
 from ..transforms.schedules import palm_betas
 from .torch_flags import torch_flags
 
 __all__ = ["ForeachSFAdamW", "PaLMForeachSFAdamW", "AdamWScheduleFree"]
-
-# A hyperparameter value: a number or a schedule f(t) (a ``Schedule`` or any callable of the step).
-_Value = Union[float, Callable[[int], float]]
-_LR = Union[float, torch.Tensor, Callable[[int], float]]
 
 
 def sf_adamw_chain() -> Chain:
@@ -89,9 +85,9 @@ class ForeachSFAdamW(ChainOptimizer):
         tensor([ 0.8450, -1.8450])
     """
 
-    def __init__(self, params: Iterable[Any], lr: _LR = 0.0025, betas: tuple[_Value, _Value] = (0.9, 0.99),
-                 eps: float = 1e-8, weight_decay: float = 0.0, warmup_steps: int = 0, r: float = 0.0,
-                 weight_lr_power: float = 2.0, foreach: bool | None = True, compile: bool = False, *,
+    def __init__(self, params: Iterable[Any], lr: LR = 0.0025, betas: tuple[Scalar, Scalar] = (0.9, 0.99),
+                 eps: Scalar = 1e-8, weight_decay: Scalar = 0.0, warmup_steps: Count = 0, r: Scalar = 0.0,
+                 weight_lr_power: Scalar = 2.0, foreach: bool | None = True, compile: bool = False, *,
                  capturable: bool = False) -> None:
         _check_foreach(foreach)
         super().__init__(params, sf_adamw_chain(), compile=compile, capturable=capturable, lr=lr, betas=betas, eps=eps,
@@ -148,9 +144,9 @@ class PaLMForeachSFAdamW(ChainOptimizer):
         tensor([ 0.8500, -1.8500])
     """
 
-    def __init__(self, params: Iterable[Any], lr: _LR = 0.0025, beta: float = 0.9,
-                 betas: tuple[float | None, None] = (None, None), eps: float = 1e-8, weight_decay: float = 0.0,
-                 warmup_steps: int = 0, r: float = 0.0, weight_lr_power: float = 2.0, beta2_scale: float = 0.8,
+    def __init__(self, params: Iterable[Any], lr: LR = 0.0025, beta: Scalar = 0.9,
+                 betas: tuple[Scalar | None, None] = (None, None), eps: Scalar = 1e-8, weight_decay: Scalar = 0.0,
+                 warmup_steps: Count = 0, r: Scalar = 0.0, weight_lr_power: Scalar = 2.0, beta2_scale: float = 0.8,
                  compile: bool = False, *, capturable: bool = False) -> None:
         super().__init__(params, sf_adamw_chain(), compile=compile, capturable=capturable, lr=lr,
                          betas=palm_betas(beta, betas), eps=eps,
@@ -218,9 +214,9 @@ class AdamWScheduleFree(ChainOptimizer):
         tensor([ 0.8500, -1.8500])
     """
 
-    def __init__(self, params: Iterable[Any], lr: _LR = 0.0025, betas: tuple[_Value, _Value] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0, warmup_steps: int = 0, r: float = 0.0,
-                 weight_lr_power: float = 2.0, foreach: bool | None = hasattr(torch, "_foreach_mul_"), *,
+    def __init__(self, params: Iterable[Any], lr: LR = 0.0025, betas: tuple[Scalar, Scalar] = (0.9, 0.999),
+                 eps: Scalar = 1e-8, weight_decay: Scalar = 0, warmup_steps: Count = 0, r: Scalar = 0.0,
+                 weight_lr_power: Scalar = 2.0, foreach: bool | None = hasattr(torch, "_foreach_mul_"), *,
                  compile: bool = False, capturable: bool = False) -> None:
         torch_flags("AdamWScheduleFree", foreach=foreach)
         tx = named_chain(

@@ -18,11 +18,9 @@ transform with the reference's conventions (``reference_chain``).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Union
+from typing import Any, Iterable
 
-import torch
-
-from ..core import Chain, Schedule, as_tuple, named_chain
+from ..core import LR, Chain, Count, Flag, Scalar, Schedule, as_tuple, named_chain
 from ..optimizer import ChainOptimizer
 from ..transforms import (
     add_decayed_weights,
@@ -48,10 +46,6 @@ __all__ = [
     "reference_chain",
     "soap_chain",
 ]
-
-# A hyperparameter value: a number or a schedule f(t) (a ``Schedule`` or any callable of the step).
-_Value = Union[float, Callable[[int], float]]
-_LR = Union[float, torch.Tensor, Callable[[int], float]]
 
 
 def soap_chain(betas: tuple[Any, Any], refresh: Schedule, schedule_free_: bool = False,
@@ -160,11 +154,11 @@ class ForeachSOAP(_SOAP):
         True
     """
 
-    def __init__(self, params: Iterable[Any], lr: _LR = 3e-3, betas: tuple[_Value, _Value] = (0.9, 0.95),
-                 shampoo_beta: float | None = None, eps: float = 1e-8, weight_decay: float = 0.01,
-                 precondition_frequency: int = 2, max_precond_dim: int = 2048, merge_dims: bool = True,
-                 precondition_1d: bool = False, normalize_grads: bool = False, data_format: str = "channels_first",
-                 correct_bias: bool = True, warmup_steps: int = 1, compile: bool = False, *,
+    def __init__(self, params: Iterable[Any], lr: LR = 3e-3, betas: tuple[Scalar, Scalar] = (0.9, 0.95),
+                 shampoo_beta: Scalar | None = None, eps: Scalar = 1e-8, weight_decay: Scalar = 0.01,
+                 precondition_frequency: Count = 2, max_precond_dim: int = 2048, merge_dims: bool = True,
+                 precondition_1d: bool = False, normalize_grads: Flag = False, data_format: str = "channels_first",
+                 correct_bias: Flag = True, warmup_steps: Count = 1, compile: bool = False, *,
                  refresh_factors: str = "all") -> None:
         self._build(params, every(), compile=compile, refresh_factors=refresh_factors,
                     lr=lr, betas=betas, shampoo_beta=shampoo_beta, eps=eps,
@@ -243,12 +237,12 @@ class PaLMForeachSOAP(_SOAP):
         (torch.Size([2, 2]), True, 0.2)
     """
 
-    def __init__(self, params: Iterable[Any], lr: _LR = 3e-3, beta: float = 0.9,
-                 betas: tuple[float | None, None] = (None, None), shampoo_beta: float | None = None,
-                 eps: float = 1e-8, weight_decay: float = 0.01, precondition_frequency: int = 2,
+    def __init__(self, params: Iterable[Any], lr: LR = 3e-3, beta: Scalar = 0.9,
+                 betas: tuple[Scalar | None, None] = (None, None), shampoo_beta: Scalar | None = None,
+                 eps: Scalar = 1e-8, weight_decay: Scalar = 0.01, precondition_frequency: Count = 2,
                  max_precond_dim: int = 2048, merge_dims: bool = True, precondition_1d: bool = False,
-                 normalize_grads: bool = False, data_format: str = "channels_first", correct_bias: bool = True,
-                 warmup_steps: int = 1, beta2_scale: float = 0.8, compile: bool = False, *,
+                 normalize_grads: Flag = False, data_format: str = "channels_first", correct_bias: Flag = True,
+                 warmup_steps: Count = 1, beta2_scale: float = 0.8, compile: bool = False, *,
                  refresh_factors: str = "all") -> None:
         group_betas = palm_betas(beta, betas)
         self._build(params, every(), compile=compile, refresh_factors=refresh_factors,
@@ -333,12 +327,13 @@ class PrecondScheduleForeachSOAP(_SOAP):
         (True, 0.2)
     """
 
-    def __init__(self, params: Iterable[Any], lr: _LR = 3e-3, betas: tuple[_Value, _Value] = (0.9, 0.95),
-                 shampoo_beta: float | None = None, eps: float = 1e-8, weight_decay: float = 0.01,
+    def __init__(self, params: Iterable[Any], lr: LR = 3e-3, betas: tuple[Scalar, Scalar] = (0.9, 0.95),
+                 shampoo_beta: Scalar | None = None, eps: Scalar = 1e-8, weight_decay: Scalar = 0.01,
                  precondition_frequency: int = 2, max_precond_dim: int = 2048, merge_dims: bool = True,
-                 precondition_1d: bool = False, normalize_grads: bool = False, data_format: str = "channels_first",
-                 correct_bias: bool = True, warmup_steps: int = 1, precond_scheduler: tuple[float, float] = (1 / 3, 9),
-                 compile: bool = False, *, refresh_factors: str = "all") -> None:
+                 precondition_1d: bool = False, normalize_grads: Flag = False, data_format: str = "channels_first",
+                 correct_bias: Flag = True, warmup_steps: Count = 1,
+                 precond_scheduler: tuple[Scalar, Scalar] = (1 / 3, 9), compile: bool = False, *,
+                 refresh_factors: str = "all") -> None:
         _no_frequency(precondition_frequency)
         self._build(params, precond_schedule(), compile=compile, refresh_factors=refresh_factors,
                     lr=lr, betas=betas, shampoo_beta=shampoo_beta,
@@ -418,12 +413,12 @@ class PrecondSchedulePaLMForeachSOAP(_SOAP):
         (True, 0.2)
     """
 
-    def __init__(self, params: Iterable[Any], lr: _LR = 3e-3, beta: float = 0.9, shampoo_beta: float | None = None,
-                 eps: float = 1e-8, weight_decay: float = 0.01, precondition_frequency: int = 2,
+    def __init__(self, params: Iterable[Any], lr: LR = 3e-3, beta: Scalar = 0.9, shampoo_beta: Scalar | None = None,
+                 eps: Scalar = 1e-8, weight_decay: Scalar = 0.01, precondition_frequency: int = 2,
                  max_precond_dim: int = 2048, merge_dims: bool = True, precondition_1d: bool = False,
-                 normalize_grads: bool = False, data_format: str = "channels_first", correct_bias: bool = True,
-                 warmup_steps: int = 1, precond_scheduler: tuple[float, float] = (1 / 3, 9),
-                 betas: tuple[float | None, None] = (None, None), beta2_scale: float = 0.8,
+                 normalize_grads: Flag = False, data_format: str = "channels_first", correct_bias: Flag = True,
+                 warmup_steps: Count = 1, precond_scheduler: tuple[Scalar, Scalar] = (1 / 3, 9),
+                 betas: tuple[Scalar | None, None] = (None, None), beta2_scale: float = 0.8,
                  compile: bool = False, *, refresh_factors: str = "all") -> None:
         _no_frequency(precondition_frequency)
         group_betas = palm_betas(beta, betas)
@@ -510,13 +505,13 @@ class SFPaLMForeachSOAP(_SOAP):
         True
     """
 
-    def __init__(self, params: Iterable[Any], lr: _LR = 3e-3, beta: float = 0.9, beta2_scale: float = 0.8,
-                 eps: float = 1e-8, weight_decay: float = 0.01, precondition_frequency: int = 2,
+    def __init__(self, params: Iterable[Any], lr: LR = 3e-3, beta: Scalar = 0.9, beta2_scale: float = 0.8,
+                 eps: Scalar = 1e-8, weight_decay: Scalar = 0.01, precondition_frequency: Count = 2,
                  max_precond_dim: int = 2048, merge_dims: bool = True, precondition_1d: bool = False,
-                 normalize_grads: bool = False, data_format: str = "channels_first", correct_bias: bool = True,
-                 warmup_steps: int = 1, r: float = 0.0, weight_lr_power: float = 2.0, gradient_clip_val: float = 0.1,
-                 betas: tuple[float | None, None] = (None, None), compile: bool = False, *,
-                 refresh_factors: str = "all") -> None:
+                 normalize_grads: Flag = False, data_format: str = "channels_first", correct_bias: Flag = True,
+                 warmup_steps: Count = 1, r: Scalar = 0.0, weight_lr_power: Scalar = 2.0,
+                 gradient_clip_val: Scalar = 0.1, betas: tuple[Scalar | None, None] = (None, None),
+                 compile: bool = False, *, refresh_factors: str = "all") -> None:
         group_betas = palm_betas(beta, betas)
         self._build(params, every(), compile=compile, refresh_factors=refresh_factors,
                     sf=True, lr=lr, betas=group_betas, eps=eps,
@@ -605,13 +600,14 @@ class PrecondScheduleSFPaLMForeachSOAP(_SOAP):
         True
     """
 
-    def __init__(self, params: Iterable[Any], lr: _LR = 3e-3, beta: float = 0.9, beta2_scale: float = 0.8,
-                 eps: float = 1e-8, weight_decay: float = 0.01, precondition_frequency: int = 2,
+    def __init__(self, params: Iterable[Any], lr: LR = 3e-3, beta: Scalar = 0.9, beta2_scale: float = 0.8,
+                 eps: Scalar = 1e-8, weight_decay: Scalar = 0.01, precondition_frequency: int = 2,
                  max_precond_dim: int = 2048, merge_dims: bool = True, precondition_1d: bool = False,
-                 normalize_grads: bool = False, data_format: str = "channels_first", correct_bias: bool = True,
-                 warmup_steps: int = 1, r: float = 0.0, weight_lr_power: float = 2.0, gradient_clip_val: float = 0.1,
-                 precond_scheduler: tuple[float, float] = (1 / 3, 9), betas: tuple[float | None, None] = (None, None),
-                 compile: bool = False, *, refresh_factors: str = "all") -> None:
+                 normalize_grads: Flag = False, data_format: str = "channels_first", correct_bias: Flag = True,
+                 warmup_steps: Count = 1, r: Scalar = 0.0, weight_lr_power: Scalar = 2.0,
+                 gradient_clip_val: Scalar = 0.1, precond_scheduler: tuple[Scalar, Scalar] = (1 / 3, 9),
+                 betas: tuple[Scalar | None, None] = (None, None), compile: bool = False, *,
+                 refresh_factors: str = "all") -> None:
         _no_frequency(precondition_frequency)
         group_betas = palm_betas(beta, betas)
         self._build(params, precond_schedule(), compile=compile, refresh_factors=refresh_factors,
@@ -629,7 +625,7 @@ PrecondScheduleSFPaLMSOAP = PrecondScheduleSFPaLMForeachSOAP
 # --------------------------------------------------------------------------- the SOAP reference
 
 
-def reference_chain(betas: tuple[_Value, _Value] = (0.95, 0.95)) -> Chain:
+def reference_chain(betas: tuple[Scalar, Scalar] = (0.95, 0.95)) -> Chain:
     """The SOAP reference's step: SOAP with its conventions (factors from zero, additive eps, Adam's
     step-size bias correction, merging from the front) -> -lr -> decay of the updated weights ->
     apply. Its first step per parameter only initialises the factors (no update, no decay)."""
@@ -713,11 +709,11 @@ class SOAP(ChainOptimizer):
         True
     """
 
-    def __init__(self, params: Iterable[Any], lr: _LR = 3e-3, betas: tuple[_Value, _Value] = (0.95, 0.95),
-                 shampoo_beta: float | None = -1, eps: float = 1e-8, weight_decay: float = 0.01,
-                 precondition_frequency: int = 10, max_precond_dim: int = 10000, merge_dims: bool = False,
-                 precondition_1d: bool = False, normalize_grads: bool = False, data_format: str = "channels_first",
-                 correct_bias: bool = True, *, compile: bool = False) -> None:
+    def __init__(self, params: Iterable[Any], lr: LR = 3e-3, betas: tuple[Scalar, Scalar] = (0.95, 0.95),
+                 shampoo_beta: Scalar | None = -1, eps: Scalar = 1e-8, weight_decay: Scalar = 0.01,
+                 precondition_frequency: Count = 10, max_precond_dim: int = 10000, merge_dims: bool = False,
+                 precondition_1d: bool = False, normalize_grads: Flag = False, data_format: str = "channels_first",
+                 correct_bias: Flag = True, *, compile: bool = False) -> None:
         betas = tuple(betas) if isinstance(betas, list) else betas
         super().__init__(params, reference_chain(betas), compile=compile, lr=lr, betas=betas,
                          shampoo_beta=shampoo_beta, eps=eps, weight_decay=weight_decay,

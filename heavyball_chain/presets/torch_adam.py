@@ -28,11 +28,11 @@ the chain (``moments/exp_avg``, ...), so torch.optim's state dicts do not load i
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import torch
 
-from ..core import Chain, Transform, boolean, named_chain
+from ..core import LR, Chain, Scalar, Transform, boolean, named_chain
 from ..optimizer import ChainOptimizer
 from ..transforms.adam_variants import scale_by_adamax, scale_by_nadam, scale_by_radam
 from ..transforms.apply import stochastic_round_apply
@@ -129,9 +129,9 @@ class Adam(ChainOptimizer):
     """
 
     def __init__(self, params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
-                 lr: float | torch.Tensor | Callable[[int], float] = 1e-3,
-                 betas: Sequence[float | Callable[[int], float]] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0, amsgrad: bool = False, *, foreach: bool | None = None,
+                 lr: LR = 1e-3,
+                 betas: Sequence[Scalar] = (0.9, 0.999), eps: Scalar = 1e-8,
+                 weight_decay: Scalar = 0, amsgrad: bool = False, *, foreach: bool | None = None,
                  maximize: bool = False, capturable: bool = False, differentiable: bool = False,
                  fused: bool | None = None, decoupled_weight_decay: bool = False, compile: bool = False,
                  cautious: bool = False) -> None:
@@ -190,9 +190,9 @@ class AdamW(Adam):
     """
 
     def __init__(self, params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
-                 lr: float | torch.Tensor | Callable[[int], float] = 1e-3,
-                 betas: Sequence[float | Callable[[int], float]] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False,
+                 lr: LR = 1e-3,
+                 betas: Sequence[Scalar] = (0.9, 0.999), eps: Scalar = 1e-8,
+                 weight_decay: Scalar = 1e-2, amsgrad: bool = False, *, maximize: bool = False,
                  foreach: bool | None = None, capturable: bool = False, differentiable: bool = False,
                  fused: bool | None = None, compile: bool = False, cautious: bool = False) -> None:
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach, maximize=maximize,
@@ -247,9 +247,9 @@ class NAdam(ChainOptimizer):
     """
 
     def __init__(self, params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
-                 lr: float | torch.Tensor | Callable[[int], float] = 2e-3,
-                 betas: Sequence[float | Callable[[int], float]] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0, momentum_decay: float = 4e-3,
+                 lr: LR = 2e-3,
+                 betas: Sequence[Scalar] = (0.9, 0.999), eps: Scalar = 1e-8,
+                 weight_decay: Scalar = 0, momentum_decay: Scalar = 4e-3,
                  decoupled_weight_decay: bool = False, *, foreach: bool | None = None, maximize: bool = False,
                  capturable: bool = False, differentiable: bool = False, compile: bool = False,
                  cautious: bool = False) -> None:
@@ -312,9 +312,9 @@ class RAdam(ChainOptimizer):
     """
 
     def __init__(self, params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
-                 lr: float | torch.Tensor | Callable[[int], float] = 1e-3,
-                 betas: Sequence[float | Callable[[int], float]] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0, decoupled_weight_decay: bool = False, *,
+                 lr: LR = 1e-3,
+                 betas: Sequence[Scalar] = (0.9, 0.999), eps: Scalar = 1e-8,
+                 weight_decay: Scalar = 0, decoupled_weight_decay: bool = False, *,
                  foreach: bool | None = None, maximize: bool = False, capturable: bool = False,
                  differentiable: bool = False, compile: bool = False, cautious: bool = False) -> None:
         flags = torch_flags("RAdam", foreach=foreach, capturable=capturable, differentiable=differentiable,
@@ -371,9 +371,9 @@ class Adamax(ChainOptimizer):
     """
 
     def __init__(self, params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
-                 lr: float | torch.Tensor | Callable[[int], float] = 2e-3,
-                 betas: Sequence[float | Callable[[int], float]] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0, foreach: bool | None = None, *, maximize: bool = False,
+                 lr: LR = 2e-3,
+                 betas: Sequence[Scalar] = (0.9, 0.999), eps: Scalar = 1e-8,
+                 weight_decay: Scalar = 0, foreach: bool | None = None, *, maximize: bool = False,
                  differentiable: bool = False, capturable: bool = False, compile: bool = False,
                  cautious: bool = False) -> None:
         flags = torch_flags("Adamax", foreach=foreach, capturable=capturable, differentiable=differentiable,

@@ -15,11 +15,11 @@ computes in the parameter's dtype); ``weight_decay`` may not be a tensor.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import torch
 
-from ..core import Chain, Transform, named_chain
+from ..core import LR, Chain, Scalar, Transform, named_chain
 from ..optimizer import ChainOptimizer
 from ..transforms.accumulators import scale_by_adagrad, scale_by_inverse_time_decay, scale_by_rmsprop
 from ..transforms.apply import stochastic_round_apply
@@ -95,9 +95,9 @@ class SGD(ChainOptimizer):
     """
 
     def __init__(self, params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
-                 lr: float | torch.Tensor | Callable[[int], float] = 1e-3,
-                 momentum: float | Callable[[int], float] = 0, dampening: float = 0,
-                 weight_decay: float = 0, nesterov: bool = False, *,
+                 lr: LR = 1e-3,
+                 momentum: Scalar = 0, dampening: Scalar = 0,
+                 weight_decay: Scalar = 0, nesterov: bool = False, *,
                  maximize: bool = False, foreach: bool | None = None, differentiable: bool = False,
                  fused: bool | None = None, compile: bool = False) -> None:
         flags = torch_flags("SGD", foreach=foreach, fused=fused, differentiable=differentiable, maximize=maximize)
@@ -162,9 +162,9 @@ class RMSprop(ChainOptimizer):
     """
 
     def __init__(self, params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
-                 lr: float | torch.Tensor | Callable[[int], float] = 1e-2,
-                 alpha: float = 0.99, eps: float = 1e-8,
-                 weight_decay: float = 0, momentum: float | Callable[[int], float] = 0,
+                 lr: LR = 1e-2,
+                 alpha: Scalar = 0.99, eps: Scalar = 1e-8,
+                 weight_decay: Scalar = 0, momentum: Scalar = 0,
                  centered: bool = False, capturable: bool = False, foreach: bool | None = None,
                  maximize: bool = False, differentiable: bool = False, *, compile: bool = False) -> None:
         flags = torch_flags("RMSprop", foreach=foreach, capturable=capturable, differentiable=differentiable,
@@ -222,9 +222,9 @@ class Adagrad(ChainOptimizer):
     """
 
     def __init__(self, params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
-                 lr: float | torch.Tensor | Callable[[int], float] = 1e-2,
-                 lr_decay: float = 0, weight_decay: float = 0,
-                 initial_accumulator_value: float = 0, eps: float = 1e-10,
+                 lr: LR = 1e-2,
+                 lr_decay: Scalar = 0, weight_decay: Scalar = 0,
+                 initial_accumulator_value: float = 0, eps: Scalar = 1e-10,
                  foreach: bool | None = None, *, maximize: bool = False, differentiable: bool = False,
                  fused: bool | None = None, compile: bool = False) -> None:
         flags = torch_flags("Adagrad", foreach=foreach, fused=fused, differentiable=differentiable,

@@ -23,11 +23,11 @@ on an accelerator is used as a tensor, without torch's host synchronisation.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import torch
 
-from ..core import Chain, as_tuple, named_chain
+from ..core import LR, Chain, Count, Flag, Scalar, as_tuple, named_chain
 from ..optimizer import ChainOptimizer
 from ..transforms.adafactor import clip_by_block_rms, scale_by_factored_rms, scale_by_relative_step
 from ..transforms.muon import (NS_COEFFICIENTS, decayed_apply, ema_momentum, muon_lr_ratio,
@@ -37,9 +37,9 @@ from .torch_flags import torch_flags
 __all__ = ["Adafactor", "Muon", "adafactor_chain", "muon_chain", "check_matrices"]
 
 
-def adafactor_chain(maximize: bool = False, *, lr: float | torch.Tensor = 1e-2,
-                    beta2_decay: float = -0.8, eps: Sequence[float | None] = (None, 1e-3),
-                    d: float = 1.0, weight_decay: float = 0.0) -> Chain:
+def adafactor_chain(maximize: bool = False, *, lr: LR = 1e-2,
+                    beta2_decay: Scalar = -0.8, eps: Sequence[Scalar | None] = (None, 1e-3),
+                    d: Scalar = 1.0, weight_decay: Scalar = 0.0) -> Chain:
     """Adafactor's chain (the module docstring); the keyword values are its declared defaults."""
     flags = torch_flags("Adafactor", maximize=maximize)
     return named_chain(
@@ -51,10 +51,10 @@ def adafactor_chain(maximize: bool = False, *, lr: float | torch.Tensor = 1e-2,
     )
 
 
-def muon_chain(*, lr: float | torch.Tensor | Callable[[int], float] = 1e-3, weight_decay: float = 0.1,
-               momentum: float | Callable[[int], float] = 0.95, nesterov: bool = True,
-               ns_coefficients: Sequence[float] = NS_COEFFICIENTS, eps: float = 1e-7,
-               ns_steps: int = 5) -> Chain:
+def muon_chain(*, lr: LR = 1e-3, weight_decay: Scalar = 0.1,
+               momentum: Scalar = 0.95, nesterov: Flag = True,
+               ns_coefficients: Sequence[Scalar] = NS_COEFFICIENTS, eps: Scalar = 1e-7,
+               ns_steps: Count = 5) -> Chain:
     """Muon's chain (the module docstring); the keyword values are its declared defaults."""
     return named_chain(
         ("momentum", ema_momentum(momentum, nesterov)),
@@ -110,9 +110,9 @@ class Adafactor(ChainOptimizer):
     """
 
     def __init__(self, params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
-                 lr: float | torch.Tensor | Callable[[int], float] = 1e-2,
-                 beta2_decay: float = -0.8, eps: Sequence[float | None] = (None, 1e-3),
-                 d: float = 1.0, weight_decay: float = 0.0, *, foreach: bool | None = None,
+                 lr: LR = 1e-2,
+                 beta2_decay: Scalar = -0.8, eps: Sequence[Scalar | None] = (None, 1e-3),
+                 d: Scalar = 1.0, weight_decay: Scalar = 0.0, *, foreach: bool | None = None,
                  maximize: bool = False, compile: bool = False) -> None:
         torch_flags("Adafactor", foreach=foreach, maximize=maximize)  # validate before building
         super().__init__(params, adafactor_chain(maximize), compile=compile, lr=lr, beta2_decay=beta2_decay,
@@ -160,8 +160,8 @@ class Muon(ChainOptimizer):
         ns_steps: the number of Newton–Schulz iterations, an integer in [0, 100). The default of
             the ``ns_steps`` hyperparameter.
         adjust_lr_fn: the lr ratio ``r`` for an ``A x B`` matrix: None or ``"original"``
-            ``sqrt(max(1, A/B))``, ``"match_rms_adamw"`` ``0.2 sqrt(max(A, B))``. The default of the
-            ``adjust_lr_fn`` hyperparameter.
+            ``sqrt(max(1, A/B))``, ``"match_rms_adamw"`` ``0.2 sqrt(max(A, B))``; fixed (not a
+            schedule). The default of the ``adjust_lr_fn`` hyperparameter.
         compile: run the elementwise part of the step as one ``torch.compile``d graph per 16
             tensors.
 
@@ -180,9 +180,9 @@ class Muon(ChainOptimizer):
     """
 
     def __init__(self, params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
-                 lr: float | torch.Tensor | Callable[[int], float] = 1e-3,
-                 weight_decay: float = 0.1, momentum: float | Callable[[int], float] = 0.95, nesterov: bool = True,
-                 ns_coefficients: Sequence[float] = NS_COEFFICIENTS, eps: float = 1e-7, ns_steps: int = 5,
+                 lr: LR = 1e-3,
+                 weight_decay: Scalar = 0.1, momentum: Scalar = 0.95, nesterov: Flag = True,
+                 ns_coefficients: Sequence[Scalar] = NS_COEFFICIENTS, eps: Scalar = 1e-7, ns_steps: Count = 5,
                  adjust_lr_fn: str | None = None, *, compile: bool = False) -> None:
         super().__init__(params, muon_chain(), compile=compile, lr=lr, weight_decay=weight_decay,
                          momentum=momentum, nesterov=nesterov, ns_coefficients=as_tuple(ns_coefficients), eps=eps,

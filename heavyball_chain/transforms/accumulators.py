@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ..core import Fresh, Hyper, Slot, Transform, compute_dtype, non_negative, zeros_state
+from ..core import Fresh, Hyper, Scalar, Slot, Transform, compute_dtype, non_negative, zeros_state
 from .gradient import closed_unit_interval
 from typing import Any, Sequence
 from ..core import Bucket
@@ -63,7 +63,7 @@ class scale_by_rmsprop(Transform):  # noqa: N801 - optax-style transform name
 
     name = "scale_by_rmsprop"
 
-    def __init__(self, alpha: float = 0.99, eps: float = 1e-8, centered: bool = False) -> None:
+    def __init__(self, alpha: Scalar = 0.99, eps: Scalar = 1e-8, centered: bool = False) -> None:
         if not isinstance(centered, bool):
             raise TypeError(f"centered: expected True or False, got {centered!r}")
         self.hyperparams = {"alpha": Hyper(alpha, closed_unit_interval), "eps": Hyper(eps, non_negative)}
@@ -135,7 +135,7 @@ class scale_by_adagrad(Transform):  # noqa: N801
 
     name = "scale_by_adagrad"
 
-    def __init__(self, eps: float = 1e-10, initial_accumulator_value: float = 0.0) -> None:
+    def __init__(self, eps: Scalar = 1e-10, initial_accumulator_value: float = 0.0) -> None:
         self.hyperparams = {"eps": Hyper(eps, non_negative),
                             "initial_accumulator_value": Hyper(initial_accumulator_value, non_negative, fixed=True)}
 
@@ -193,7 +193,7 @@ class scale_by_inverse_time_decay(Transform):  # noqa: N801
 
     name = "scale_by_inverse_time_decay"
 
-    def __init__(self, lr_decay: float = 0.0) -> None:
+    def __init__(self, lr_decay: Scalar = 0.0) -> None:
         self.hyperparams = {"lr_decay": Hyper(lr_decay, non_negative)}
 
     def _factor(self, bucket: Bucket) -> float:

@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from ..core import Elements, Fresh, Hyper, Slot, Transform, compute_dtype, non_negative
+from ..core import LR, Elements, Fresh, Hyper, Scalar, Slot, Transform, compute_dtype, non_negative
 from .sharded import owner_computes
 from ..core import Bucket
 
@@ -53,7 +53,7 @@ EPS_PAIR = Elements("a pair (eps1, eps2): eps1 None or a number >= 0, eps2 a num
                     _optional_non_negative, non_negative)
 
 
-def _eps_hyper(eps: Sequence[float | None]) -> Hyper:
+def _eps_hyper(eps: Sequence[Scalar | None]) -> Hyper:
     return Hyper(tuple(eps) if isinstance(eps, list) else eps, EPS_PAIR)
 
 
@@ -103,7 +103,7 @@ class scale_by_factored_rms(Transform):  # noqa: N801 - optax-style transform na
     name = "scale_by_factored_rms"
     supports_complex = False  # its factors are of real matrices; torch refuses complex parameters too
 
-    def __init__(self, beta2_decay: float = -0.8, eps: Sequence[float | None] = (None, 1e-3)) -> None:
+    def __init__(self, beta2_decay: Scalar = -0.8, eps: Sequence[Scalar | None] = (None, 1e-3)) -> None:
         self.hyperparams = {"beta2_decay": Hyper(beta2_decay, _non_positive), "eps": _eps_hyper(eps)}
 
     def slots(self, bucket: Bucket) -> dict[str, Slot]:
@@ -178,7 +178,7 @@ class clip_by_block_rms(Transform):  # noqa: N801
 
     name = "clip_by_block_rms"
 
-    def __init__(self, d: float = 1.0) -> None:
+    def __init__(self, d: Scalar = 1.0) -> None:
         self.hyperparams = {"d": Hyper(d, _at_least_one)}
 
     def update(self, updates: list[torch.Tensor], bucket: Bucket) -> Sequence[torch.Tensor | None] | None:
@@ -224,7 +224,7 @@ class scale_by_relative_step(Transform):  # noqa: N801
 
     name = "scale_by_relative_step"
 
-    def __init__(self, lr: float | torch.Tensor = 1e-2, eps: Sequence[float | None] = (None, 1e-3)) -> None:
+    def __init__(self, lr: LR = 1e-2, eps: Sequence[Scalar | None] = (None, 1e-3)) -> None:
         self.hyperparams = {"lr": Hyper(lr, non_negative, tensor=True), "eps": _eps_hyper(eps)}
 
     def update(self, updates: list[torch.Tensor], bucket: Bucket) -> Sequence[torch.Tensor | None] | None:

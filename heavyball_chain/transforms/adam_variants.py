@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import torch
 
-from ..core import Fresh, Hyper, Slot, Transform, betas_pair, non_negative
+from ..core import Fresh, Hyper, Scalar, Slot, Transform, betas_pair, non_negative
 from .foreach import div_into_, ema_sq_, ema_sq_one_
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 from ..core import Bucket
 
 __all__ = ["scale_by_nadam", "scale_by_radam", "scale_by_adamax", "nadam_mu"]
@@ -26,7 +26,7 @@ def nadam_mu(beta1: float, momentum_decay: float, step: int) -> float:
     return beta1 * (1.0 - 0.5 * (0.96 ** (step * momentum_decay)))
 
 
-def _hyperparams(betas: Sequence[float | Callable[[int], float]], eps: float) -> dict[str, Hyper]:
+def _hyperparams(betas: Sequence[Scalar], eps: Scalar) -> dict[str, Hyper]:
     return {"betas": Hyper(tuple(betas), betas_pair), "eps": Hyper(eps, non_negative)}
 
 
@@ -66,8 +66,8 @@ class scale_by_nadam(Transform):  # noqa: N801 - optax-style transform name
 
     name = "scale_by_nadam"
 
-    def __init__(self, betas: Sequence[float | Callable[[int], float]] = (0.9, 0.999), eps: float = 1e-8,
-                 momentum_decay: float = 4e-3) -> None:
+    def __init__(self, betas: Sequence[Scalar] = (0.9, 0.999), eps: Scalar = 1e-8,
+                 momentum_decay: Scalar = 4e-3) -> None:
         self.hyperparams = {**_hyperparams(betas, eps), "momentum_decay": Hyper(momentum_decay, non_negative)}
 
     def slots(self, bucket: Bucket) -> dict[str, Slot]:
@@ -165,8 +165,8 @@ class scale_by_radam(Transform):  # noqa: N801
 
     name = "scale_by_radam"
 
-    def __init__(self, betas: Sequence[float | Callable[[int], float]] = (0.9, 0.999),
-                 eps: float = 1e-8) -> None:
+    def __init__(self, betas: Sequence[Scalar] = (0.9, 0.999),
+                 eps: Scalar = 1e-8) -> None:
         self.hyperparams = _hyperparams(betas, eps)
 
     def slots(self, bucket: Bucket) -> dict[str, Slot]:
@@ -234,8 +234,8 @@ class scale_by_adamax(Transform):  # noqa: N801
 
     name = "scale_by_adamax"
 
-    def __init__(self, betas: Sequence[float | Callable[[int], float]] = (0.9, 0.999),
-                 eps: float = 1e-8) -> None:
+    def __init__(self, betas: Sequence[Scalar] = (0.9, 0.999),
+                 eps: Scalar = 1e-8) -> None:
         self.hyperparams = _hyperparams(betas, eps)
 
     def slots(self, bucket: Bucket) -> dict[str, Slot]:

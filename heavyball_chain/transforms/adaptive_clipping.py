@@ -3,11 +3,11 @@ Recognition Without Normalization", arXiv 2102.06171, sec. 4.1)."""
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 
-from ..core import Hyper, Transform, non_negative, positive
+from ..core import Hyper, Scalar, Transform, non_negative, positive
 from ..core import Bucket
 
 __all__ = ["clip_by_adaptive_norm"]
@@ -48,7 +48,7 @@ class clip_by_adaptive_norm(Transform):  # noqa: N801 - optax-style transform na
 
     name = "clip_by_adaptive_norm"
 
-    def __init__(self, gradient_clip_val: float | Callable[[int], float] = 0.1, minimum: float = 1e-3,
+    def __init__(self, gradient_clip_val: Scalar = 0.1, minimum: float = 1e-3,
                  eps: float = 1e-8):
         self.hyperparams = {"gradient_clip_val": Hyper(gradient_clip_val, non_negative)}
         for name, value, check in (("minimum", minimum, non_negative), ("eps", eps, positive)):

@@ -14,9 +14,9 @@ import math
 
 import torch
 
-from ..core import Elements, Hyper, Slot, Transform, non_negative, non_negative_int, unit_interval
+from ..core import Count, Elements, Hyper, Scalar, Slot, Transform, non_negative, non_negative_int, unit_interval
 from .foreach import div_into_, ema_sq_, ema_sq_one_
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 from ..core import Bucket
 
 __all__ = ["scale_by_ademamix", "ademamix_alpha", "ademamix_beta3"]
@@ -109,8 +109,8 @@ class scale_by_ademamix(Transform):  # noqa: N801 - optax-style transform name
 
     name = "scale_by_ademamix"
 
-    def __init__(self, betas: Sequence[float | Callable[[int], float]] = (0.9, 0.999, 0.9999), alpha: float = 2.0,
-                 beta3_warmup: int | None = None, alpha_warmup: int | None = None, eps: float = 1e-8) -> None:
+    def __init__(self, betas: Sequence[Scalar] = (0.9, 0.999, 0.9999), alpha: Scalar = 2.0,
+                 beta3_warmup: Count | None = None, alpha_warmup: Count | None = None, eps: Scalar = 1e-8) -> None:
         self.hyperparams = {
             "betas": Hyper(tuple(betas), betas_triple),
             "alpha": Hyper(alpha, non_negative),

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import torch
 
-from ..core import Bucket, Hyper, Slot, Transform, copy_state, unit_interval
+from ..core import Bucket, Hyper, Scalar, Slot, Transform, copy_state, unit_interval
 
 if TYPE_CHECKING:
     from ..optimizer import ChainOptimizer
@@ -50,7 +50,7 @@ class ema_params(Transform):  # noqa: N801 - optax-style transform name
 
     name = "ema_params"
 
-    def __init__(self, decay: float | Callable[[int], float] = 0.999) -> None:
+    def __init__(self, decay: Scalar = 0.999) -> None:
         self.hyperparams = {"ema_decay": Hyper(decay, unit_interval)}
 
     def slots(self, bucket: Bucket) -> dict[str, Slot]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 
 from ..core import Bucket, Hyper, Slot, Transform, finite, non_negative, positive, unit_interval, zeros_state
+from ..core import Scalar
 from .apply import mix_seed, seed_for
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 __all__ = ["clip_by_global_norm", "clip_by_value", "add_noise", "trace", "scale_by_sign", "cautious"]
 
@@ -41,7 +42,7 @@ class clip_by_global_norm(Transform):  # noqa: N801 - optax-style transform name
 
     name = "clip_by_global_norm"
 
-    def __init__(self, max_norm: float | Callable[[int], float] = 1.0):
+    def __init__(self, max_norm: Scalar = 1.0):
         self.hyperparams = {"max_norm": Hyper(max_norm, positive)}
 
     def update(self, updates: list[torch.Tensor], bucket: Bucket) -> Sequence[torch.Tensor | None] | None:
@@ -72,7 +73,7 @@ class clip_by_value(Transform):  # noqa: N801
 
     name = "clip_by_value"
 
-    def __init__(self, max_delta: float | Callable[[int], float] = 1.0):
+    def __init__(self, max_delta: Scalar = 1.0):
         self.hyperparams = {"max_delta": Hyper(max_delta, positive)}
 
     def update(self, updates: list[torch.Tensor], bucket: Bucket) -> Sequence[torch.Tensor | None] | None:
@@ -126,7 +127,7 @@ class add_noise(Transform):  # noqa: N801
 
     name = "add_noise"
 
-    def __init__(self, eta: float | Callable[[int], float] = 0.01, gamma: float | Callable[[int], float] = 0.55,
+    def __init__(self, eta: Scalar = 0.01, gamma: Scalar = 0.55,
                  seed: int = 0):
         self.hyperparams = {"noise_eta": Hyper(eta, non_negative), "noise_gamma": Hyper(gamma, non_negative)}
         self.seed = seed
@@ -196,8 +197,8 @@ class trace(Transform):  # noqa: N801
 
     name = "trace"
 
-    def __init__(self, momentum: float | Callable[[int], float] = 0.9, nesterov: bool = False,
-                 dampening: float | Callable[[int], float] = 0.0):
+    def __init__(self, momentum: Scalar = 0.9, nesterov: bool = False,
+                 dampening: Scalar = 0.0):
         if not isinstance(nesterov, bool):
             raise TypeError(f"nesterov: expected True or False, got {nesterov!r}")
         self.hyperparams = {"momentum": Hyper(momentum, unit_interval),

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..core import Elements, Fresh, Hyper, Slot, Transform, finite
-from typing import Any, Callable, Sequence
+from ..core import Elements, Fresh, Hyper, Scalar, Slot, Transform, finite
+from typing import Any, Sequence
 from ..core import Bucket
 
 __all__ = ["scale_by_lion"]
@@ -58,7 +58,7 @@ class scale_by_lion(Transform):  # noqa: N801 - optax-style transform name
 
     name = "scale_by_lion"
 
-    def __init__(self, betas: Sequence[float | Callable[[int], float]] = (0.9, 0.99)) -> None:
+    def __init__(self, betas: Sequence[Scalar] = (0.9, 0.99)) -> None:
         self.hyperparams = {"betas": Hyper(tuple(betas), lion_betas)}
 
     def slots(self, bucket: Bucket) -> dict[str, Slot]:

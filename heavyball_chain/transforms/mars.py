@@ -14,11 +14,11 @@ backward pass), and feeds ``c_t`` to an adaptive method; MARS-AdamW runs AdamW o
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 
-from ..core import Fresh, Hyper, Slot, Transform, betas_pair, non_negative
+from ..core import Fresh, Hyper, Scalar, Slot, Transform, betas_pair, non_negative
 from ..core import Bucket
 
 __all__ = ["mars_correction"]
@@ -67,7 +67,7 @@ class mars_correction(Transform):  # noqa: N801 - optax-style transform name
     # dimension than the parameter: refused rather than routed differently from the official code
     supports_complex = False
 
-    def __init__(self, gamma: float = 0.025, betas: Sequence[float | Callable[[int], float]] = (0.95, 0.99)) -> None:
+    def __init__(self, gamma: Scalar = 0.025, betas: Sequence[Scalar] = (0.95, 0.99)) -> None:
         self.hyperparams = {"gamma": Hyper(gamma, non_negative), "betas": Hyper(tuple(betas), betas_pair)}
 
     def slots(self, bucket: Bucket) -> dict[str, Slot]:

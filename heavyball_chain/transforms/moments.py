@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import torch
 
-from ..core import Borrowed, Fresh, Hyper, Slot, Transform, betas_pair, boolean, non_negative, positive
+from ..core import Borrowed, Fresh, Hyper, Scalar, Slot, Transform, betas_pair, boolean, non_negative, positive
 from .foreach import div_into_, ema_sq_, ema_sq_one_, is_one, lerp_, sqrt
 from .schedules import step_power
-from typing import Any, Callable, Sequence, overload
+from typing import Any, Sequence, overload
 from ..core import Bucket
 
 __all__ = ["Convention", "beta_debias", "scale_by_adam", "scale_by_laprop", "scale_by_adopt", "scale_by_rms"]
@@ -90,7 +90,7 @@ class Convention:
             raise ValueError(f"eps_mode: expected one of {', '.join(map(repr, EPS_MODES))}, got {eps_mode!r}")
         self.debias, self.eps_mode = debias, eps_mode
 
-    def _eps_hyper(self, eps: float) -> Hyper:
+    def _eps_hyper(self, eps: Scalar) -> Hyper:
         """eps divides nothing by itself when added, so 0 is allowed there (as torch.optim does)."""
         return Hyper(eps, non_negative if self.eps_mode == "add" else positive)
 
@@ -186,7 +186,7 @@ class scale_by_adam(Convention, Transform):  # noqa: N801 - optax-style transfor
     name = "scale_by_adam"
     capturable = True
 
-    def __init__(self, betas: Sequence[float | Callable[[int], float]] = (0.9, 0.99), eps: float = 1e-8, *,
+    def __init__(self, betas: Sequence[Scalar] = (0.9, 0.99), eps: Scalar = 1e-8, *,
                  debias: str = "beta", eps_mode: str = "max", amsgrad: bool = False) -> None:
         self._convention(debias, eps_mode)
         if boolean(amsgrad) is not None:
@@ -271,7 +271,7 @@ class scale_by_laprop(Convention, Transform):  # noqa: N801
     name = "scale_by_laprop"
     capturable = True
 
-    def __init__(self, betas: Sequence[float | Callable[[int], float]] = (0.9, 0.99), eps: float = 1e-8, *,
+    def __init__(self, betas: Sequence[Scalar] = (0.9, 0.99), eps: Scalar = 1e-8, *,
                  debias: str = "beta", eps_mode: str = "max") -> None:
         self._convention(debias, eps_mode)
         self.hyperparams = {"betas": Hyper(tuple(betas), betas_pair), "eps": self._eps_hyper(eps)}
@@ -379,8 +379,8 @@ class scale_by_adopt(Convention, Transform):  # noqa: N801
     name = "scale_by_adopt"
     capturable = True
 
-    def __init__(self, betas: Sequence[float | Callable[[int], float]] = (0.9, 0.99), eps: float = 1e-8,
-                 clip: float | Callable[[int], float] | None = step_power(0.25), *, delay: bool = True,
+    def __init__(self, betas: Sequence[Scalar] = (0.9, 0.99), eps: Scalar = 1e-8,
+                 clip: Scalar | None = step_power(0.25), *, delay: bool = True,
                  debias: str = "beta", eps_mode: str = "max") -> None:
         self._convention(debias, eps_mode, allowed=("beta", "none"))
         if boolean(delay) is not None:
@@ -490,7 +490,7 @@ class scale_by_rms(Convention, Transform):  # noqa: N801
     name = "scale_by_rms"
     capturable = True
 
-    def __init__(self, betas: Sequence[float | Callable[[int], float]] = (0.9, 0.99), eps: float = 1e-8, *,
+    def __init__(self, betas: Sequence[Scalar] = (0.9, 0.99), eps: Scalar = 1e-8, *,
                  debias: str = "beta", eps_mode: str = "max") -> None:
         self._convention(debias, eps_mode, allowed=(*DEBIAS, DIVIDE_ROOT))
         self.hyperparams = {"betas": Hyper(tuple(betas), betas_pair), "eps": self._eps_hyper(eps)}

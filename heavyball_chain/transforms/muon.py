@@ -23,13 +23,14 @@ orthogonalisation needs the whole matrix and runs on its owner (``sharded.owner_
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 
 from .. import core
 from ..core import (Elements, Fresh, Hyper, Slot, Transform, betas_pair, boolean, finite, non_negative,
                     unit_interval)
+from ..core import LR, Count, Flag, Scalar
 from .apply import StochasticWriter
 from .sharded import owner_computes
 from ..core import Bucket
@@ -83,7 +84,7 @@ class ema_momentum(Transform):  # noqa: N801 - optax-style transform name
 
     name = "ema_momentum"
 
-    def __init__(self, momentum: float | Callable[[int], float] = 0.95, nesterov: bool = True) -> None:
+    def __init__(self, momentum: Scalar = 0.95, nesterov: Flag = True) -> None:
         self.hyperparams = {"momentum": Hyper(momentum, unit_interval), "nesterov": Hyper(nesterov, boolean)}
 
     def slots(self, bucket: Bucket) -> dict[str, Slot]:
@@ -208,8 +209,8 @@ class orthogonalize_via_newton_schulz(Transform):  # noqa: N801
     name = "orthogonalize_via_newton_schulz"
     supports_complex = False
 
-    def __init__(self, ns_coefficients: Sequence[float] = NS_COEFFICIENTS, eps: float = 1e-7,
-                 ns_steps: int = 5) -> None:
+    def __init__(self, ns_coefficients: Sequence[Scalar] = NS_COEFFICIENTS, eps: Scalar = 1e-7,
+                 ns_steps: Count = 5) -> None:
         three = Elements("a triple (a, b, c) of finite numbers", finite, finite, finite)
         self.hyperparams = {"ns_coefficients": Hyper(tuple(ns_coefficients), three),
                             "eps": Hyper(eps, non_negative), "ns_steps": Hyper(ns_steps, _ns_steps)}
@@ -239,8 +240,8 @@ class muon_lr_ratio:  # noqa: N801 - used like a transform option
       which gives the update the RMS of a typical AdamW update, so AdamW's lr and weight decay carry over.
 
     Give it to :class:`decayed_apply` (``lr_ratio=muon_lr_ratio()``), which then reads the
-    ``adjust_lr_fn`` hyperparameter (default None) and calls ``ratio(shape, adjust_lr_fn)`` per
-    matrix. Takes no arguments.
+    ``adjust_lr_fn`` hyperparameter (default None; fixed, not a schedule: it chooses the formula)
+    and calls ``ratio(shape, adjust_lr_fn)`` per matrix. Takes no arguments.
 
     Examples:
         >>> import torch
@@ -252,7 +253,7 @@ class muon_lr_ratio:  # noqa: N801 - used like a transform option
         2.0
     """
 
-    hyperparams = {"adjust_lr_fn": Hyper(None, _adjust_lr_fn)}
+    hyperparams = {"adjust_lr_fn": Hyper(None, _adjust_lr_fn, fixed=True)}
 
     def __init__(self) -> None:  # no options (and so a signature without *args, **kwargs)
         pass
@@ -309,7 +310,7 @@ class decayed_apply(Transform):  # noqa: N801
     name = "decayed_apply"
     writes_params = True
 
-    def __init__(self, lr: float | Callable[[int], float] | torch.Tensor = 1e-3, weight_decay: float = 0.0, *,
+    def __init__(self, lr: LR = 1e-3, weight_decay: Scalar = 0.0, *,
                  lr_ratio: muon_lr_ratio | None = None, seed: int = 0) -> None:
         self.lr_ratio = lr_ratio
         self.hyperparams = {"lr": Hyper(lr, non_negative, tensor=True),
@@ -387,8 +388,8 @@ class torch_adam_step(Transform):  # noqa: N801
 
     name = "torch_adam_step"
 
-    def __init__(self, lr: float | Callable[[int], float] | torch.Tensor = 1e-3,
-                 betas: Sequence[float | Callable[[int], float]] = (0.9, 0.999), eps: float = 1e-8) -> None:
+    def __init__(self, lr: LR = 1e-3,
+                 betas: Sequence[Scalar] = (0.9, 0.999), eps: Scalar = 1e-8) -> None:
         self.hyperparams = {"lr": Hyper(lr, non_negative, tensor=True), "betas": Hyper(tuple(betas), betas_pair),
                             "eps": Hyper(eps, non_negative)}
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from ..core import Fresh, Hyper, write_target, Transform, non_negative, non_negative_int, positive
-from typing import Any, Callable, Sequence
+from ..core import LR, Fresh, Hyper, write_target, Transform, non_negative, non_negative_int, positive
+from ..core import Count, Scalar
+from typing import Any, Sequence
 from ..core import Bucket
-
-LR = float | Callable[[int], float] | torch.Tensor  # a learning rate: a number, a schedule f(t) or a 1-element tensor
 
 __all__ = ["add_decayed_weights", "decay_after_update", "scale_by_learning_rate", "warmed_up_lr", "lr_hyperparams"]
 
@@ -48,7 +47,7 @@ class add_decayed_weights(Transform):  # noqa: N801 - optax-style transform name
     name = "add_decayed_weights"
     capturable = True
 
-    def __init__(self, weight_decay: float = 0.0, *, lr0: float | None = None) -> None:
+    def __init__(self, weight_decay: Scalar = 0.0, *, lr0: float | None = None) -> None:
         self.hyperparams = {"weight_decay": Hyper(weight_decay, non_negative)}
         if lr0 is not None and positive(lr0) is not None:
             raise ValueError(f"lr0: expected None or {positive(lr0)}, got {lr0!r}")
@@ -83,7 +82,7 @@ class add_decayed_weights(Transform):  # noqa: N801 - optax-style transform name
         return "add_decayed_weights(weight_decay)" if self.lr0 is None else "add_decayed_weights(weight_decay / lr0)"
 
 
-def lr_hyperparams(lr: LR, warmup_steps: int) -> dict[str, Hyper]:
+def lr_hyperparams(lr: LR, warmup_steps: Count) -> dict[str, Hyper]:
     """``lr`` (a number >= 0, a schedule or a one-element tensor) and ``warmup_steps``."""
     return {"lr": Hyper(lr, non_negative, tensor=True), "warmup_steps": Hyper(warmup_steps, non_negative_int)}
 
@@ -135,7 +134,7 @@ class scale_by_learning_rate(Transform):  # noqa: N801
     name = "scale_by_learning_rate"
     capturable = True
 
-    def __init__(self, lr: LR = 1e-3, warmup_steps: int = 0) -> None:
+    def __init__(self, lr: LR = 1e-3, warmup_steps: Count = 0) -> None:
         self.hyperparams = lr_hyperparams(lr, warmup_steps)
 
     def update(self, updates: list[torch.Tensor], bucket: Bucket) -> Sequence[torch.Tensor | None] | None:
@@ -195,7 +194,7 @@ class decay_after_update(Transform):  # noqa: N801 - optax-style transform name
     name = "decay_after_update"
     capturable = True
 
-    def __init__(self, lr: LR = 1e-3, weight_decay: float = 0.0) -> None:
+    def __init__(self, lr: LR = 1e-3, weight_decay: Scalar = 0.0) -> None:
         self.hyperparams = {"lr": Hyper(lr, non_negative, tensor=True),
                             "weight_decay": Hyper(weight_decay, non_negative)}
 

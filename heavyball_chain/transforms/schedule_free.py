@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 
-from ..core import Bucket, Hyper, Slot, Transform, betas_pair, copy_state, finite, non_negative
+from ..core import LR, Bucket, Count, Hyper, Scalar, Slot, Transform, betas_pair, copy_state, finite, non_negative
 from .foreach import add_scaled_, lerp_
 from .apply import StochasticWriter
 from .scaling import lr_hyperparams, warmed_up_lr
@@ -87,9 +87,9 @@ class schedule_free(Transform):  # noqa: N801 - optax-style transform name
     writes_params = True
     capturable = True
 
-    def __init__(self, lr: float | Callable[[int], float] | torch.Tensor = 0.0025,
-                 betas: Sequence[float | Callable[[int], float]] = (0.9, 0.99), warmup_steps: int = 0,
-                 r: float = 0.0, weight_lr_power: float = 2.0, seed: int = 0, weight_lr: str = "current") -> None:
+    def __init__(self, lr: LR = 0.0025,
+                 betas: Sequence[Scalar] = (0.9, 0.99), warmup_steps: Count = 0,
+                 r: Scalar = 0.0, weight_lr_power: Scalar = 2.0, seed: int = 0, weight_lr: str = "current") -> None:
         if weight_lr not in _WEIGHT_LR:
             raise ValueError(f"weight_lr: expected 'current' or 'max', got {weight_lr!r}")
         self.weight_lr = weight_lr

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from ..core import Elements, Hyper, Schedule, non_negative, positive, positive_int
+from ..core import Elements, Hyper, Scalar, Schedule, non_negative, positive, positive_int
 from .foreach import at_least
 
 __all__ = ["palm_beta2", "palm_betas", "step_power", "every", "precond_schedule"]
@@ -27,8 +27,8 @@ class palm_beta2(Schedule):  # noqa: N801 - optax-style name
 
     Args:
         scale: the exponent, a fixed finite number >= 0 (> 0 for beta2 to grow towards 1);
-            or None (the default): read the group's ``beta2_scale`` hyperparameter (a number
-            >= 0, default 0.8), which the schedule then declares.
+            or None (the default): read the group's ``beta2_scale`` hyperparameter (a fixed
+            number >= 0, default 0.8, not a schedule), which the schedule then declares.
 
     Examples:
         >>> import torch, heavyball_chain as hc
@@ -50,7 +50,8 @@ class palm_beta2(Schedule):  # noqa: N801 - optax-style name
 
     @property
     def hyperparams(self) -> dict[str, Hyper]:  # type: ignore[override]
-        return {} if self.scale is not None else {"beta2_scale": Hyper(0.8, non_negative)}
+        # fixed: read as a number by this schedule (a schedule of it would never be evaluated)
+        return {} if self.scale is not None else {"beta2_scale": Hyper(0.8, non_negative, fixed=True)}
 
     def at(self, step: int | torch.Tensor, group: dict[str, Any]) -> Any:
         scale = self.scale if self.scale is not None else group["beta2_scale"]
@@ -58,7 +59,7 @@ class palm_beta2(Schedule):  # noqa: N801 - optax-style name
 
 
 
-def palm_betas(beta: float, betas: Any) -> tuple[float, palm_beta2]:
+def palm_betas(beta: Scalar, betas: Any) -> tuple[Scalar, palm_beta2]:
     """The ``betas`` of HeavyBall's PaLM presets: ``(beta, palm_beta2())``; ``betas[0]``, if given,
     overrides ``beta`` (as in HeavyBall 0.8.1) and ``betas[1]`` must be ``None`` (beta2 is the
     schedule; set ``beta2_scale``)."""

@@ -73,12 +73,13 @@ state and computes its update (``sharded.owner_computes``; docs/distributed.md).
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 
 from ..core import (Bucket, Fresh, Hyper, Schedule, Slot, Transform, as_tuple, betas_pair, boolean, compute_dtype,
                     finite, non_negative, positive, positive_int, unit_interval, zeros_state)
+from ..core import Flag, Scalar
 from .moments import beta_debias
 from .schedules import every, precond_schedule
 from .sharded import owner_computes
@@ -360,9 +361,9 @@ class soap_precondition(Transform):  # noqa: N801 - optax-style transform name
     supports_complex = False  # its factors are of real matrices; a complex one's real view is not one
 
     def __init__(self, refresh: Schedule | None = None,
-                 betas: Sequence[float | Callable[[int], float]] = (0.9, 0.95), eps: float = 1e-8,
-                 shampoo_beta: float | None = None, max_precond_dim: int = 2048, merge_dims: bool = True,
-                 precondition_1d: bool = False, normalize_grads: bool = False, correct_bias: bool = True,
+                 betas: Sequence[Scalar] = (0.9, 0.95), eps: Scalar = 1e-8,
+                 shampoo_beta: Scalar | None = None, max_precond_dim: int = 2048, merge_dims: bool = True,
+                 precondition_1d: bool = False, normalize_grads: Flag = False, correct_bias: Flag = True,
                  data_format: str = "channels_first", first_moment: bool = True, *, init: str = "outer",
                  eps_mode: str = "max", bias_correction: str = "betas", merge: str = "trailing",
                  refresh_factors: str = "all") -> None:
