@@ -22,8 +22,9 @@ def _record(bucket: Bucket, name: str, value: Any) -> None:
     writes the same memory)."""
     held = bucket.state(name)
     if bucket.capturable and all(isinstance(h, torch.Tensor) for h in held):
-        unique = list({id(h): h for h in held}.values())
-        torch._foreach_copy_(unique, [value] * len(unique))
+        torch._foreach_copy_(held, [value] * len(held))
+    elif isinstance(value, torch.Tensor):  # one tensor per parameter: parameters step at different times
+        bucket.set_state(name, [value.clone() for _ in bucket.params])
     else:
         bucket.set_state(name, [value] * len(bucket.params))
 
