@@ -209,16 +209,13 @@ class ChainOptimizer(torch.optim.Optimizer):
             for group in self.param_groups:
                 group.setdefault(extra, hyper.default)
 
-    # Constructor arguments that are param-group keys all the same (the groups hold them).
-    group_keys: frozenset[str] = frozenset()
-
     def _refuse_options(self, group: dict) -> None:
         """A param-group key that is one of the optimizer's constructor arguments but no
         hyperparameter (``maximize``, ``amsgrad``, ``nesterov``: they shape the chain; HeavyBall's
         PaLM ``beta``) would be kept and silently ignored, where torch.optim and HeavyBall read it
         per group: refused, naming it."""
-        options = _constructor_options(type(self)) - set(self._hyperparams) - self.group_keys
-        found = sorted(options & set(group))
+        options = _constructor_options(type(self))
+        found = sorted(k for k in group if k in options and k not in self._hyperparams)
         if found:
             raise ValueError(
                 f"{found[0]!r} in a param group: it is an argument of {type(self).__name__}(...) that shapes the "
